@@ -1,0 +1,39 @@
+"""Exceptions of synth_core.
+
+Messages name the table, column, parameter or threshold at fault and never include a cell value.
+The provider maps :class:`NonRetryableError` subclasses to ``AirflowFailException``.
+"""
+
+from __future__ import annotations
+
+
+class DPSynthError(Exception):
+    """Base class of every dpsynth error."""
+
+
+class NonRetryableError(DPSynthError):
+    """Retrying the same task cannot succeed: a bad spec or parameter, a privacy refusal, bad data."""
+
+
+class SpecError(NonRetryableError, ValueError):
+    """The table spec is malformed or contradicts the table."""
+
+
+class ParameterError(NonRetryableError, ValueError):
+    """A parameter (ε, δ, row count, generator option...) is out of range."""
+
+
+class SourceTableError(NonRetryableError):
+    """The source table is missing, empty, or its columns do not fit the spec."""
+
+
+class BudgetExceededError(NonRetryableError):
+    """The ledger refuses a spend past the table's lifetime privacy budget."""
+
+
+class ValidationFailedError(NonRetryableError):
+    """A synthetic table failed its release gate."""
+
+
+class BundleError(NonRetryableError):
+    """A model bundle is missing, corrupt, or from an incompatible version."""

@@ -1,0 +1,252 @@
+"""Privacy budget and accounting for one release.
+
+Every mechanism that touches private rows in a release is recorded in one
+:class:`PrivacyAccountant` and composed under Rényi DP (RDP):
+
+* DP preprocessing (noisy histograms for quantiles, ranges, category discovery) uses the Gaussian
+  mechanism, which is ρ-zCDP: its RDP curve is ``ρ·α`` at every order α.
+* Category discovery over an unknown domain thresholds noisy counts; that is (ρ, δ')-approximate
+  zCDP: the ρ composes like above and δ' adds to the release's δ.
+* DP-SGD (Opacus, Poisson sampling) is the sampled Gaussian mechanism, whose RDP curve Opacus
+  computes (``opacus.accountants.analysis.rdp``).
+
+RDP curves add up; the sum is converted once to (ε, δ) with the conversion of Balle et al. 2020
+(the one Opacus's RDP accountant uses). The release reports that single ε.
+
+The budget split: the target (ε, δ) is turned into the zCDP ρ that alone would reach it; a
+``preprocessing_fraction`` of that ρ is offered to preprocessing, and DP-SGD's noise multiplier is
+then calibrated so that the *composed* ε of everything actually spent meets the target.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from synth_core.errors import ParameterError
+
+#: RDP orders: a superset of Opacus's defaults (finer below 11, larger ones for large ε and few steps).
+RDP_ORDERS: NDArray[np.float64] = np.array(
+    [1.0 + x / 20.0 for x in range(1, 200)]
+    + [float(a) for a in range(11, 64)]
+    + [80.0, 128.0, 256.0, 512.0, 1024.0],
+    dtype=np.float64,
+)
+
+
+def secret_seed() -> int:
+    """A 63-bit seed from the OS CSPRNG for privacy-protecting randomness (noise, Poisson sampling).
+
+    Never derive such randomness from a user seed: a seed in a DAG file is public, and noise
+    computed from it could be subtracted from the release.
+    """
+    return secrets.randbits(63)
+
+
+@dataclass(frozen=True)
+class PrivacyBudget:
+    """Target (ε, δ) of one release, and how it is split.
+
+    Attributes:
+        epsilon: target ε of the release (> 0, finite).
+        delta: target δ of the release (0 < δ < 1); choose δ well below 1/rows.
+        preprocessing_fraction: share of the budget (as zCDP ρ) offered to DP preprocessing:
+            bounds, quantiles and category domains not declared public.
+        discovery_delta_fraction: share of δ spent by thresholded category discovery (when some
+            category domain is not public); the rest of δ is for the RDP→(ε, δ) conversion.
+    """
+
+    epsilon: float
+    delta: float
+    preprocessing_fraction: float = 0.1
+    discovery_delta_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        eps, delta = float(self.epsilon), float(self.delta)
+        if not math.isfinite(eps) or eps <= 0:
+            raise ParameterError(f"epsilon must be a finite number > 0, got {self.epsilon!r}")
+        if not (0 < delta < 1):
+            raise ParameterError(f"delta must be in (0, 1), got {self.delta!r}")
+        if not (0 < self.preprocessing_fraction < 1):
+            raise ParameterError(
+                f"preprocessing_fraction must be in (0, 1), got {self.preprocessing_fraction!r}"
+            )
+        if not (0 < self.discovery_delta_fraction < 1):
+            raise ParameterError(
+                f"discovery_delta_fraction must be in (0, 1), got {self.discovery_delta_fraction!r}"
+            )
+        object.__setattr__(self, "epsilon", eps)
+        object.__setattr__(self, "delta", delta)
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "preprocessing_fraction": self.preprocessing_fraction,
+            "discovery_delta_fraction": self.discovery_delta_fraction,
+        }
+
+
+def rdp_to_epsilon(rdp: NDArray[np.float64], delta: float) -> float:
+    """Smallest ε over :data:`RDP_ORDERS` for an RDP curve ``rdp`` (same length) at ``delta``."""
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
+    if not np.any(rdp > 0):
+        return 0.0
+    eps, _ = get_privacy_spent(orders=RDP_ORDERS.tolist(), rdp=rdp.tolist(), delta=delta)
+    return float(eps)
+
+
+def sgm_rdp(sample_rate: float, noise_multiplier: float, steps: int) -> NDArray[np.float64]:
+    """RDP curve of ``steps`` Poisson-sampled Gaussian steps (DP-SGD) over :data:`RDP_ORDERS`."""
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    if steps <= 0:
+        return np.zeros_like(RDP_ORDERS)
+    return np.asarray(
+        compute_rdp(
+            q=sample_rate, noise_multiplier=noise_multiplier, steps=steps, orders=RDP_ORDERS.tolist()
+        ),
+        dtype=np.float64,
+    )
+
+
+def zcdp_rho_for(epsilon: float, delta: float) -> float:
+    """The ρ whose ρ-zCDP converts (with :func:`rdp_to_epsilon`) to exactly ``epsilon`` at ``delta``."""
+    lo, hi = 0.0, max(1.0, epsilon)
+    while rdp_to_epsilon(hi * RDP_ORDERS, delta) < epsilon:
+        hi *= 2.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if rdp_to_epsilon(mid * RDP_ORDERS, delta) <= epsilon:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@dataclass(frozen=True)
+class MechanismSpend:
+    """One mechanism's cost: an RDP curve over :data:`RDP_ORDERS` plus an additive δ."""
+
+    name: str
+    rdp: NDArray[np.float64]
+    delta: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "additive_delta": self.delta, **self.details}
+        return out
+
+
+class PrivacyAccountant:
+    """Composes every private access of one release and reports one (ε, δ).
+
+    Usage: preprocessing calls :meth:`spend_gaussian` / :meth:`spend_thresholded`; training calls
+    :meth:`calibrate_noise_multiplier` and then :meth:`spend_sgd`. :meth:`epsilon` is the composed
+    ε at the release δ; it never exceeds the target once calibration was used.
+    """
+
+    def __init__(self, budget: PrivacyBudget) -> None:
+        self.budget = budget
+        self.spends: list[MechanismSpend] = []
+        self.preprocessing_rho = budget.preprocessing_fraction * zcdp_rho_for(budget.epsilon, budget.delta)
+
+    # -- recording -------------------------------------------------------------------------------
+    def spend_gaussian(self, name: str, rho: float, **details: Any) -> None:
+        """Record a ρ-zCDP Gaussian mechanism."""
+        if rho < 0:
+            raise ValueError("rho must be >= 0")
+        self.spends.append(MechanismSpend(name, rho * RDP_ORDERS, 0.0, {"rho": rho, **details}))
+
+    def spend_thresholded(self, name: str, rho: float, delta: float, **details: Any) -> None:
+        """Record a (ρ, δ)-approximate zCDP mechanism (Gaussian counts released above a threshold)."""
+        self.spends.append(MechanismSpend(name, rho * RDP_ORDERS, delta, {"rho": rho, **details}))
+
+    def spend_sgd(
+        self, name: str, sample_rate: float, noise_multiplier: float, steps: int, **details: Any
+    ) -> None:
+        """Record DP-SGD: ``steps`` steps with Poisson ``sample_rate`` and ``noise_multiplier``."""
+        self.spends.append(
+            MechanismSpend(
+                name,
+                sgm_rdp(sample_rate, noise_multiplier, steps),
+                0.0,
+                {"sample_rate": sample_rate, "noise_multiplier": noise_multiplier, "steps": steps, **details},
+            )
+        )
+
+    # -- queries ---------------------------------------------------------------------------------
+    @property
+    def additive_delta(self) -> float:
+        return float(sum(s.delta for s in self.spends))
+
+    @property
+    def conversion_delta(self) -> float:
+        """δ left for the RDP→(ε, δ) conversion once additive δ's are taken."""
+        return self.budget.delta - self.additive_delta
+
+    def total_rdp(self, extra: NDArray[np.float64] | None = None) -> NDArray[np.float64]:
+        total = np.zeros_like(RDP_ORDERS)
+        for s in self.spends:
+            total = total + s.rdp
+        if extra is not None:
+            total = total + extra
+        return total
+
+    def epsilon(self, extra: NDArray[np.float64] | None = None) -> float:
+        """Composed ε of everything recorded (plus an optional hypothetical ``extra`` RDP curve)."""
+        if self.conversion_delta <= 0:
+            return math.inf
+        return rdp_to_epsilon(self.total_rdp(extra), self.conversion_delta)
+
+    @property
+    def delta(self) -> float:
+        """δ of the release: the budget's δ when anything was spent."""
+        return self.budget.delta if self.spends else 0.0
+
+    def discovery_delta_per_column(self, n_columns: int) -> float:
+        return self.budget.delta * self.budget.discovery_delta_fraction / max(n_columns, 1)
+
+    def calibrate_noise_multiplier(
+        self, sample_rate: float, steps: int, *, epsilon: float | None = None
+    ) -> float:
+        """Smallest DP-SGD noise multiplier σ such that the composed ε stays ≤ the target.
+
+        Raises:
+            ParameterError: the preprocessing already spent the whole target.
+        """
+        target = self.budget.epsilon if epsilon is None else epsilon
+        if self.epsilon() >= target:
+            raise ParameterError(
+                f"preprocessing already spent ε={self.epsilon():.4f} of the target epsilon={target}: "
+                "declare more bounds/domains public or lower preprocessing_fraction"
+            )
+        lo, hi = 0.05, 1.0
+        while self.epsilon(sgm_rdp(sample_rate, hi, steps)) > target:
+            hi *= 2.0
+            if hi > 1e4:
+                raise ParameterError(f"no noise multiplier reaches epsilon={target} with {steps} steps")
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            if self.epsilon(sgm_rdp(sample_rate, mid, steps)) > target:
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe summary: composed ε/δ, the target, and each mechanism (no data values)."""
+        return {
+            "epsilon": self.epsilon(),
+            "delta": self.delta,
+            "target_epsilon": self.budget.epsilon,
+            "target_delta": self.budget.delta,
+            "accountant": "rdp (Balle et al. 2020 conversion); zCDP preprocessing; Opacus SGM analysis",
+            "mechanisms": [s.to_dict() for s in self.spends],
+        }

@@ -1,0 +1,555 @@
+"""A reversible table ↔ matrix transformer whose learned parts are fit under DP.
+
+Columns become *spans* of a float32 matrix the generators model:
+
+* numeric, integer and datetime columns: a DP quantile transform to a standard normal
+  (:class:`~synth_core.mechanisms.QuantileBins`; point masses such as ``capital_gain == 0`` are
+  atoms, so they survive the round trip exactly), plus a 2-way "missing" softmax when nullable;
+* categorical and boolean columns: one softmax span over the domain (public, or discovered under
+  DP), with a slot for NULL when nullable and an "other" slot for values below the discovery
+  threshold (sampled back as a discovered value, never as a real rare value).
+
+``fit_transformer_under_dp`` charges every data-dependent estimate to the release's
+:class:`~synth_core.privacy.PrivacyAccountant`. The fitted transformer's state holds public
+metadata, DP outputs and pandas dtype names only, so it can be saved inside a model bundle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from scipy.special import ndtr, ndtri
+
+from synth_core.errors import SourceTableError, SpecError
+from synth_core.mechanisms import (
+    QuantileBins,
+    assign_bins,
+    datetime_range_grid,
+    dp_count,
+    dp_discover_categories,
+    dp_quantile_bins,
+    dp_range,
+)
+from synth_core.privacy import PrivacyAccountant
+from synth_core.spec import ColumnKind, ColumnSpec, TableSpec
+
+#: share of a column's ρ used to find its range when no public bounds are declared
+RANGE_RHO_SHARE = 0.25
+_U_EPS = 1e-6
+_SECONDS_PER = {"day": 86400.0, "second": 1.0, "microsecond": 1.0}
+
+
+@dataclass(frozen=True)
+class Span:
+    """A slice of the model matrix: ``matrix[:, start:start + width]``.
+
+    ``kind`` is ``continuous`` (width 1, standard-normal target) or ``softmax`` (one-hot).
+    """
+
+    column: str
+    kind: Literal["continuous", "softmax"]
+    start: int
+    width: int
+    role: Literal["value", "missing"] = "value"
+
+
+@dataclass
+class ColumnTransform:
+    """Fitted state of one modelled column (public metadata and DP outputs only)."""
+
+    name: str
+    kind: ColumnKind
+    dtype: str
+    nullable: bool
+    bins: QuantileBins | None = None
+    integer: bool = False
+    datetime_unit: str | None = None
+    categories: list[Any] | None = None
+    has_other: bool = False
+    category_weights: list[float] | None = None
+    spans: list[Span] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "dtype": self.dtype,
+            "nullable": self.nullable,
+            "bins": self.bins.to_dict() if self.bins is not None else None,
+            "integer": self.integer,
+            "datetime_unit": self.datetime_unit,
+            "categories": _jsonable_list(self.categories),
+            "has_other": self.has_other,
+            "category_weights": self.category_weights,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ColumnTransform:
+        return cls(
+            name=raw["name"],
+            kind=ColumnKind(raw["kind"]),
+            dtype=raw["dtype"],
+            nullable=raw["nullable"],
+            bins=QuantileBins.from_dict(raw["bins"]) if raw.get("bins") is not None else None,
+            integer=raw["integer"],
+            datetime_unit=raw.get("datetime_unit"),
+            categories=raw.get("categories"),
+            has_other=raw.get("has_other", False),
+            category_weights=raw.get("category_weights"),
+        )
+
+    @property
+    def is_continuous(self) -> bool:
+        return self.kind in (ColumnKind.NUMERIC, ColumnKind.INTEGER, ColumnKind.DATETIME)
+
+    @property
+    def n_slots(self) -> int:
+        """Softmax width of a categorical/boolean column: domain (+ other) (+ NULL)."""
+        assert self.categories is not None
+        return len(self.categories) + int(self.has_other) + int(self.nullable)
+
+
+def _jsonable_list(values: list[Any] | None) -> list[Any] | None:
+    if values is None:
+        return None
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+@dataclass
+class TableTransformer:
+    """Maps a table (``pandas.DataFrame``) to a float32 matrix and back.
+
+    Attributes:
+        spec: the table spec it was fit for.
+        columns: fitted state per modelled column, in spec order.
+        output_dtypes: ``{column: pandas dtype name}`` of every output column (spec order, no drops).
+        dp_row_count: the table's row count under DP (the default size of a synthetic table).
+        spans: the matrix layout, left to right.
+    """
+
+    spec: TableSpec
+    columns: list[ColumnTransform]
+    output_dtypes: dict[str, str]
+    dp_row_count: int
+    spans: list[Span] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._layout()
+
+    def _layout(self) -> None:
+        spans: list[Span] = []
+        pos = 0
+        for col in self.columns:
+            col.spans = []
+            if col.is_continuous:
+                if col.nullable:
+                    col.spans.append(Span(col.name, "softmax", pos, 2, "missing"))
+                    pos += 2
+                col.spans.append(Span(col.name, "continuous", pos, 1))
+                pos += 1
+            else:
+                col.spans.append(Span(col.name, "softmax", pos, col.n_slots))
+                pos += col.n_slots
+            spans.extend(col.spans)
+        self.spans = spans
+
+    @property
+    def output_dim(self) -> int:
+        return sum(s.width for s in self.spans)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def transform(self, frame: pd.DataFrame, rng: np.random.Generator) -> NDArray[np.float32]:
+        """Encode ``frame`` (the source schema) as a ``(rows, output_dim)`` float32 matrix.
+
+        Atoms are dequantized with ``rng`` (uniform within their CDF step) so the continuous
+        targets are smooth; this is a data transform, not an estimate, and spends no budget.
+        """
+        check_frame_against_spec(frame, self.spec)
+        n = len(frame)
+        out = np.zeros((n, self.output_dim), dtype=np.float32)
+        for col in self.columns:
+            series = frame[col.name]
+            missing = series.isna().to_numpy()
+            if col.is_continuous:
+                assert col.bins is not None
+                span_iter = iter(col.spans)
+                if col.nullable:
+                    ms = next(span_iter)
+                    out[:, ms.start] = (~missing).astype(np.float32)
+                    out[:, ms.start + 1] = missing.astype(np.float32)
+                vs = next(span_iter)
+                values = _to_float(series[~missing], col)
+                z = np.zeros(n, dtype=np.float64)
+                z[~missing] = _quantile_forward(values, col.bins, col.integer, rng)
+                out[:, vs.start] = z.astype(np.float32)
+            else:
+                assert col.categories is not None
+                (span,) = col.spans
+                codes = self._category_codes(series, missing, col)
+                out[np.arange(n), span.start + codes] = 1.0
+        return out
+
+    def _category_codes(
+        self, series: pd.Series, missing: NDArray[np.bool_], col: ColumnTransform
+    ) -> NDArray[np.int64]:
+        assert col.categories is not None
+        k = len(col.categories)
+        lookup = {_norm_key(v): i for i, v in enumerate(col.categories)}
+        codes = np.empty(len(series), dtype=np.int64)
+        other_code = k if col.has_other else -1
+        null_code = k + int(col.has_other)
+        values = series.to_numpy(dtype=object)
+        for i, (v, m) in enumerate(zip(values, missing, strict=True)):
+            if m:
+                codes[i] = null_code
+            else:
+                codes[i] = lookup.get(_norm_key(v), other_code)
+        if (codes < 0).any():
+            raise SourceTableError(
+                f"table {self.spec.name!r}, column {col.name!r}: {int((codes < 0).sum())} rows hold values "
+                "outside the declared public category domain (the values are not shown)"
+            )
+        return codes
+
+    # -- inverse ---------------------------------------------------------------------------------
+    def inverse_transform(
+        self, matrix: NDArray[np.float32], rng: np.random.Generator, *, first_id: int = 1
+    ) -> pd.DataFrame:
+        """Decode a matrix whose softmax spans are one-hot (or scores: argmax is taken).
+
+        Returns a frame with exactly the source's output columns, order and pandas dtypes; id
+        columns get fresh surrogate keys (integers from ``first_id``, or random opaque strings).
+        ``rng`` resamples the "other" category slot.
+        """
+        n = matrix.shape[0]
+        decoded: dict[str, pd.Series] = {}
+        by_name = {c.name: c for c in self.columns}
+        for cspec in self.spec.output_columns:
+            dtype = self.output_dtypes[cspec.name]
+            if cspec.kind == ColumnKind.ID:
+                decoded[cspec.name] = _surrogate_keys(n, dtype, rng, first_id)
+                continue
+            col = by_name[cspec.name]
+            if col.is_continuous:
+                assert col.bins is not None
+                span_iter = iter(col.spans)
+                missing = np.zeros(n, dtype=bool)
+                if col.nullable:
+                    ms = next(span_iter)
+                    missing = matrix[:, ms.start + 1] > matrix[:, ms.start]
+                vs = next(span_iter)
+                values = _quantile_inverse(matrix[:, vs.start].astype(np.float64), col.bins, col.integer)
+                decoded[cspec.name] = _from_float(values, missing, col)
+            else:
+                (span,) = col.spans
+                codes = np.argmax(matrix[:, span.start : span.start + span.width], axis=1)
+                decoded[cspec.name] = self._decode_categories(codes, col, rng)
+        return pd.DataFrame(decoded, columns=[c.name for c in self.spec.output_columns])
+
+    def _decode_categories(
+        self, codes: NDArray[np.int64], col: ColumnTransform, rng: np.random.Generator
+    ) -> pd.Series:
+        assert col.categories is not None
+        k = len(col.categories)
+        if col.has_other:
+            other = codes == k
+            if other.any():
+                w = np.asarray(col.category_weights if col.category_weights else np.ones(k), dtype=np.float64)
+                codes = codes.copy()
+                codes[other] = rng.choice(k, size=int(other.sum()), p=w / w.sum())
+        null_code = k + int(col.has_other)
+        cats = np.empty(k + 1, dtype=object)
+        cats[:k] = col.categories
+        cats[k] = None
+        idx = np.where(codes == null_code, k, np.minimum(codes, k))
+        return _cast(pd.Series(cats[idx], dtype=object), col.dtype)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.to_dict(),
+            "columns": [c.to_dict() for c in self.columns],
+            "output_dtypes": dict(self.output_dtypes),
+            "dp_row_count": self.dp_row_count,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TableTransformer:
+        return cls(
+            spec=TableSpec.from_dict(raw["spec"]),
+            columns=[ColumnTransform.from_dict(c) for c in raw["columns"]],
+            output_dtypes=dict(raw["output_dtypes"]),
+            dp_row_count=int(raw["dp_row_count"]),
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# fitting under DP
+
+
+def fit_transformer_under_dp(
+    frame: pd.DataFrame,
+    spec: TableSpec,
+    accountant: PrivacyAccountant,
+    rng: np.random.Generator,
+) -> TableTransformer:
+    """Fit a :class:`TableTransformer`, estimating under DP everything ``spec`` does not declare public.
+
+    Spends (recorded in ``accountant``, split evenly over the columns that need it):
+
+    * numeric/integer/datetime columns: a DP quantile histogram (and a DP range first when no
+      public bounds are declared);
+    * categorical columns without a public domain: thresholded DP category discovery
+      (approximate zCDP: its δ adds to the release δ).
+
+    * the row count (a Gaussian count: the default size of the synthetic table).
+
+    Columns with a public domain, booleans, ids and drops spend nothing.
+    """
+    check_frame_against_spec(frame, spec)
+    if len(frame) == 0:
+        raise SourceTableError(f"table {spec.name!r} has no rows to learn from")
+    needs_dp = [c for c in spec.modelled_columns if _needs_dp(c)]
+    n_discovery = sum(1 for c in needs_dp if c.kind == ColumnKind.CATEGORICAL)
+    rho_each = accountant.preprocessing_rho / (len(needs_dp) + 1)
+    row_count = dp_count(len(frame), rho_each, rng)
+    accountant.spend_gaussian("row_count", rho_each)
+    delta_each = accountant.discovery_delta_per_column(n_discovery)
+
+    fitted: list[ColumnTransform] = []
+    for cspec in spec.modelled_columns:
+        series = frame[cspec.name]
+        dtype = str(series.dtype)
+        if cspec.kind in (ColumnKind.NUMERIC, ColumnKind.INTEGER, ColumnKind.DATETIME):
+            fitted.append(_fit_continuous(series, cspec, dtype, rho_each, accountant, rng))
+        elif cspec.kind == ColumnKind.BOOLEAN:
+            fitted.append(
+                ColumnTransform(cspec.name, cspec.kind, dtype, cspec.nullable, categories=[False, True])
+            )
+        else:
+            fitted.append(
+                _fit_categorical(spec.name, series, cspec, dtype, rho_each, delta_each, accountant, rng)
+            )
+    output_dtypes = {c.name: str(frame[c.name].dtype) for c in spec.output_columns}
+    return TableTransformer(spec=spec, columns=fitted, output_dtypes=output_dtypes, dp_row_count=row_count)
+
+
+def _needs_dp(c: ColumnSpec) -> bool:
+    if c.kind in (ColumnKind.NUMERIC, ColumnKind.INTEGER, ColumnKind.DATETIME):
+        return True  # the quantile histogram is always learned from data
+    return c.kind == ColumnKind.CATEGORICAL and c.categories is None
+
+
+def _fit_continuous(
+    series: pd.Series,
+    cspec: ColumnSpec,
+    dtype: str,
+    rho: float,
+    accountant: PrivacyAccountant,
+    rng: np.random.Generator,
+) -> ColumnTransform:
+    col = ColumnTransform(cspec.name, cspec.kind, dtype, cspec.nullable)
+    if cspec.kind == ColumnKind.DATETIME:
+        col.datetime_unit = cspec.resolution
+        col.integer = col.datetime_unit in ("day", "second")
+    else:
+        col.integer = cspec.kind == ColumnKind.INTEGER
+    values = _to_float(series.dropna(), col)
+    public = _public_bounds(cspec, col)
+    if public is None:
+        rho_range = rho * RANGE_RHO_SHARE
+        grid = datetime_range_grid(_SECONDS_PER[col.datetime_unit or "second"]) if col.datetime_unit else None
+        low, high = dp_range(values, rho_range, rng, grid)
+        accountant.spend_gaussian(f"range:{cspec.name}", rho_range, column=cspec.name)
+        rho_hist = rho - rho_range
+    else:
+        low, high = public
+        rho_hist = rho
+    col.bins = dp_quantile_bins(values, low, high, integer=col.integer, rho=rho_hist, rng=rng)
+    accountant.spend_gaussian(
+        f"quantiles:{cspec.name}", rho_hist, column=cspec.name, bins=int(col.bins.mass.size)
+    )
+    return col
+
+
+def _public_bounds(cspec: ColumnSpec, col: ColumnTransform) -> tuple[float, float] | None:
+    if cspec.bounds is not None:
+        return cspec.bounds
+    if cspec.datetime_range is not None:
+        first, last = cspec.datetime_range
+        unit = _SECONDS_PER[col.datetime_unit or "second"]
+        return (
+            pd.Timestamp(first).timestamp() / unit,
+            pd.Timestamp(last).timestamp() / unit,
+        )
+    return None
+
+
+def _fit_categorical(
+    table: str,
+    series: pd.Series,
+    cspec: ColumnSpec,
+    dtype: str,
+    rho: float,
+    delta: float,
+    accountant: PrivacyAccountant,
+    rng: np.random.Generator,
+) -> ColumnTransform:
+    col = ColumnTransform(cspec.name, cspec.kind, dtype, cspec.nullable)
+    if cspec.categories is not None:
+        col.categories = [_coerce_category(v, dtype, cspec) for v in cspec.categories]
+        return col
+    found = dp_discover_categories(series.dropna().tolist(), rho, delta, rng)
+    accountant.spend_thresholded(
+        f"categories:{cspec.name}", rho, delta, column=cspec.name, released=len(found)
+    )
+    if not found:
+        raise SourceTableError(
+            f"table {table!r}, column {cspec.name!r}: DP category discovery released no category "
+            "(every value is too rare for the budget); declare its domain public or give it more rows/ε"
+        )
+    ordered = sorted(found, key=lambda v: str(v))
+    col.categories = [v.item() if isinstance(v, np.generic) else v for v in ordered]
+    col.category_weights = [max(found[v], 0.0) for v in ordered]
+    col.has_other = True
+    return col
+
+
+def _coerce_category(value: Any, dtype: str, cspec: ColumnSpec) -> Any:
+    if dtype.lower().startswith(("int", "uint")):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise SpecError(f"column {cspec.name!r}: declared category {value!r} is not an integer") from None
+    if dtype.lower().startswith("bool"):
+        return bool(value)
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# value conversions
+
+
+def _to_float(series: pd.Series, col: ColumnTransform) -> NDArray[np.float64]:
+    """Non-null values as float64 in model units (datetimes: days or seconds since the epoch)."""
+    if col.kind == ColumnKind.DATETIME:
+        ts = pd.to_datetime(series)
+        if getattr(ts.dt, "tz", None) is not None:
+            ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+        secs = ts.astype("datetime64[us]").astype("int64").to_numpy(dtype=np.float64) / 1e6
+        return secs / _SECONDS_PER[col.datetime_unit or "second"]
+    return series.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _from_float(values: NDArray[np.float64], missing: NDArray[np.bool_], col: ColumnTransform) -> pd.Series:
+    if col.kind == ColumnKind.DATETIME:
+        secs = values * _SECONDS_PER[col.datetime_unit or "second"]
+        micros = np.rint(secs * 1e6).astype(np.int64)
+        ts = pd.Series(micros.astype("datetime64[us]"))
+        ts[missing] = pd.NaT
+        if "UTC" in col.dtype or "," in col.dtype:
+            ts = ts.dt.tz_localize("UTC")
+        return ts.astype(col.dtype)
+    if col.integer:
+        values = np.rint(values)
+    series = pd.Series(values, dtype=np.float64)
+    series[missing] = np.nan
+    return _cast(series, col.dtype)
+
+
+def _cast(series: pd.Series, dtype: str) -> pd.Series:
+    """Cast decoded values to the source's pandas dtype (nullable ints/bools when needed)."""
+    if dtype in ("int64", "int32", "int16", "int8") and series.isna().any():
+        raise AssertionError("a non-nullable integer column was decoded with NULLs")
+    if dtype.startswith(("int", "uint")):
+        return series.astype("float64").astype(dtype)
+    if dtype in ("Int64", "Int32", "Int16", "Int8", "boolean"):
+        return series.astype(dtype)
+    if dtype == "bool":
+        return series.astype(bool)
+    return series.astype(dtype)
+
+
+def _norm_key(value: Any) -> Any:
+    """Dictionary key for a category value: numpy scalars become Python scalars."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _surrogate_keys(n: int, dtype: str, rng: np.random.Generator, first_id: int) -> pd.Series:
+    if dtype.lower().startswith(("int", "uint")):
+        return pd.Series(np.arange(first_id, first_id + n, dtype=np.int64)).astype(dtype)
+    hexes = [f"syn-{v:016x}" for v in rng.integers(0, 2**63 - 1, size=n, dtype=np.int64)]
+    return pd.Series(hexes, dtype=dtype if dtype != "object" else "str")
+
+
+def _quantile_forward(
+    values: NDArray[np.float64], bins: QuantileBins, integer: bool, rng: np.random.Generator
+) -> NDArray[np.float64]:
+    clipped = np.clip(values, bins.low, bins.high)
+    if integer:
+        clipped = np.rint(clipped)
+    idx = assign_bins(clipped, bins.left, bins.right)
+    cdf_hi = bins.cdf_right
+    cdf_lo = cdf_hi - bins.mass
+    width = bins.right - bins.left
+    is_atom = width[idx] == 0
+    frac = np.where(
+        is_atom, rng.random(values.shape[0]), (clipped - bins.left[idx]) / np.where(is_atom, 1.0, width[idx])
+    )
+    u = cdf_lo[idx] + np.clip(frac, 0.0, 1.0) * bins.mass[idx]
+    return np.asarray(ndtri(np.clip(u, _U_EPS, 1.0 - _U_EPS)), dtype=np.float64)
+
+
+def _quantile_inverse(z: NDArray[np.float64], bins: QuantileBins, integer: bool) -> NDArray[np.float64]:
+    u = np.clip(ndtr(np.nan_to_num(z, nan=0.0)), 0.0, 1.0)
+    cdf_hi = bins.cdf_right
+    cdf_lo = cdf_hi - bins.mass
+    idx = np.clip(np.searchsorted(cdf_hi, u, side="left"), 0, bins.mass.size - 1)
+    # skip zero-mass bins that searchsorted can land on at exact boundaries
+    mass = bins.mass[idx]
+    frac = np.where(mass > 0, (u - cdf_lo[idx]) / np.where(mass > 0, mass, 1.0), 0.5)
+    values = bins.left[idx] + np.clip(frac, 0.0, 1.0) * (bins.right[idx] - bins.left[idx])
+    if integer:
+        values = np.rint(values)
+    return np.asarray(values, dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------------
+# schema checks
+
+
+def check_frame_against_spec(frame: pd.DataFrame, spec: TableSpec) -> None:
+    """Raise :class:`SourceTableError` naming the column when ``frame`` does not fit ``spec``.
+
+    Checks that every spec column is present, that kinds match the pandas dtypes, and that
+    non-nullable columns hold no NULLs. Messages never contain cell values.
+    """
+    missing = [c.name for c in spec.columns if c.kind != ColumnKind.DROP and c.name not in frame.columns]
+    if missing:
+        raise SourceTableError(
+            f"table {spec.name!r}: columns {missing} of the spec are missing from the data"
+        )
+    for c in spec.columns:
+        if c.kind in (ColumnKind.DROP,) or c.name not in frame.columns:
+            continue
+        s = frame[c.name]
+        ok = {
+            ColumnKind.NUMERIC: pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s),
+            ColumnKind.INTEGER: pd.api.types.is_integer_dtype(s),
+            ColumnKind.BOOLEAN: pd.api.types.is_bool_dtype(s),
+            ColumnKind.DATETIME: pd.api.types.is_datetime64_any_dtype(s),
+            ColumnKind.CATEGORICAL: True,
+            ColumnKind.ID: True,
+        }[c.kind]
+        if not ok:
+            raise SourceTableError(
+                f"table {spec.name!r}, column {c.name!r}: the spec declares {c.kind.value} but the data has dtype {s.dtype}"
+            )
+        if not c.nullable and c.is_modelled and s.isna().any():
+            raise SourceTableError(
+                f"table {spec.name!r}, column {c.name!r}: declared NOT NULL in the spec but holds NULLs"
+            )

@@ -1,0 +1,64 @@
+"""DP preprocessing mechanisms: nothing released is a raw value; point masses survive."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from synth_core.mechanisms import (
+    bin_layout,
+    discovery_threshold,
+    dp_discover_categories,
+    dp_quantile_bins,
+    dp_range,
+    gaussian_sigma,
+)
+
+
+def test_dp_range_covers_the_bulk_and_returns_grid_values_only() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(150_000, 40_000, size=20_000).clip(10_000, None)
+    low, high = dp_range(values, rho=0.01, rng=rng)
+    assert low <= np.quantile(values, 0.01) and high >= np.quantile(values, 0.99)
+    grid_exps = np.log10([abs(low), abs(high)]) * 8
+    assert np.allclose(grid_exps, np.round(grid_exps))  # edges of the public 1/8-decade grid
+    assert not np.isin([low, high], values).any()
+
+
+def test_quantile_bins_keep_the_point_mass_at_zero() -> None:
+    rng = np.random.default_rng(1)
+    values = np.where(rng.random(30_000) < 0.92, 0.0, rng.integers(100, 99_999, 30_000)).astype(float)
+    bins = dp_quantile_bins(values, 0.0, 99_999.0, integer=True, rho=0.01, rng=rng)
+    atom0 = np.flatnonzero((bins.left == 0) & (bins.right == 0))
+    assert atom0.size == 1
+    assert abs(bins.mass[atom0[0]] - 0.92) < 0.01
+    assert bins.mass.sum() == np.float64(1.0) or abs(bins.mass.sum() - 1) < 1e-9
+
+
+def test_small_integer_ranges_get_one_exact_bin_per_value() -> None:
+    left, right = bin_layout(17, 90, integer=True)
+    assert (left == right).all() and left.tolist() == list(range(17, 91))
+
+
+def test_category_discovery_never_releases_a_singleton() -> None:
+    rng = np.random.default_rng(2)
+    values = ["common"] * 5_000 + ["rare-but-real"] * 300 + ["ZZ-UNIQUE-MARKER"]
+    for _ in range(200):
+        found = dp_discover_categories(values, rho=0.01, delta=1e-7, rng=rng)
+        assert "ZZ-UNIQUE-MARKER" not in found
+        assert {"common", "rare-but-real"} <= set(found)
+
+
+def test_discovery_threshold_grows_with_noise_and_shrinking_delta() -> None:
+    assert discovery_threshold(0.01, 1e-7) > discovery_threshold(0.1, 1e-7)
+    assert discovery_threshold(0.01, 1e-9) > discovery_threshold(0.01, 1e-6)
+    assert gaussian_sigma(0.5) == 1.0
+
+
+def test_datetime_range_is_found_within_a_month() -> None:
+    from synth_core.mechanisms import datetime_range_grid
+
+    rng = np.random.default_rng(3)
+    start = 8_766.0  # 1994-01-01 in days since the epoch
+    values = start + rng.integers(0, 115, 20_000).astype(float)
+    low, high = dp_range(values, rho=0.01, rng=rng, grid=datetime_range_grid(86_400.0))
+    assert start - 31 <= low <= start and start + 114 <= high <= start + 115 + 31
