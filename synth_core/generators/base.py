@@ -1,0 +1,234 @@
+"""The :class:`Synthesizer` interface, the generator registry, and model bundles.
+
+A synthesizer is fit once under a :class:`~synth_core.privacy.PrivacyBudget` and then sampled
+any number of times: sampling (and re-sampling from a saved bundle) is post-processing and spends
+no budget.
+
+Randomness: every draw that protects privacy (preprocessing noise, DP-SGD noise, Poisson sampling)
+comes from the operating system's entropy, never from the user's ``seed``: a seed written in a DAG
+file is public, and noise derived from it could be subtracted. ``seed`` only fixes model
+initialisation and sampling, which are not privacy-relevant.
+
+A model bundle is a zip holding ``bundle.json`` (format version, generator name and parameters,
+the privacy accounting, the fitted transformer: public metadata and DP outputs only) and
+``weights.pt`` (a PyTorch ``state_dict`` of tensors, loaded with ``weights_only=True``). It holds
+no row of the training data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import zipfile
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import pandas as pd
+
+from synth_core.dp_training import ProgressCallback
+from synth_core.errors import BundleError, ParameterError
+from synth_core.object_store import ObjectStore
+from synth_core.privacy import PrivacyAccountant, PrivacyBudget, secret_seed
+from synth_core.spec import TableSpec
+from synth_core.transformer import TableTransformer, fit_transformer_under_dp
+
+BUNDLE_FORMAT = "dpsynth-model-bundle"
+BUNDLE_VERSION = 1
+SAMPLE_CHUNK_ROWS = 50_000
+
+_REGISTRY: dict[str, type[Synthesizer]] = {}
+
+
+def register_generator(cls: type[Synthesizer]) -> type[Synthesizer]:
+    """Class decorator: make ``cls`` selectable by its ``name``."""
+    if not getattr(cls, "name", None):
+        raise TypeError(f"{cls.__name__} needs a class attribute 'name'")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available_generators() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_generator_class(name: str) -> type[Synthesizer]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ParameterError(f"unknown generator {name!r}; available: {available_generators()}") from None
+
+
+def create_synthesizer(name: str, **params: Any) -> Synthesizer:
+    """Instantiate the generator registered as ``name`` with its parameters."""
+    return get_generator_class(name)(**params)
+
+
+class Synthesizer(ABC):
+    """A DP generator of synthetic tables: ``fit`` once, ``sample`` many times.
+
+    Subclasses set ``name``, validate their parameters in ``__init__`` (stored unchanged in
+    ``self.params``), and implement the model-specific hooks ``_fit_matrix``, ``_sample_matrix``,
+    ``_model_state`` and ``_restore_model``.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = dict(params)
+        self.transformer_: TableTransformer | None = None
+        self.privacy_: dict[str, Any] | None = None
+        self.training_: dict[str, Any] = {}
+
+    # -- model hooks -----------------------------------------------------------------------------
+    @abstractmethod
+    def _fit_matrix(
+        self,
+        matrix: np.ndarray,
+        accountant: PrivacyAccountant,
+        *,
+        seed: int,
+        progress: ProgressCallback | None,
+    ) -> dict[str, Any]:
+        """Train on the transformed rows ``matrix`` ``(n, d)`` float32; return training facts."""
+
+    @abstractmethod
+    def _sample_matrix(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``(n, d)`` float32 in the transformer's layout, softmax spans one-hot."""
+
+    @abstractmethod
+    def _model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(architecture config as JSON types, torch state_dict)``."""
+
+    @abstractmethod
+    def _restore_model(self, config: dict[str, Any], state: dict[str, Any]) -> None:
+        """Rebuild the model from :meth:`_model_state` output."""
+
+    # -- public API ------------------------------------------------------------------------------
+    def fit(
+        self,
+        data: pd.DataFrame,
+        spec: TableSpec,
+        budget: PrivacyBudget,
+        *,
+        seed: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Self:
+        """Learn a DP model of ``data`` (the source schema) within ``budget``.
+
+        Preprocessing (DP quantiles, ranges, category discovery) and training compose in one
+        accountant; after fitting, ``privacy_["epsilon"]`` is the release's ε (≤ ``budget.epsilon``).
+        """
+        accountant = PrivacyAccountant(budget)
+        privacy_rng = np.random.default_rng(secret_seed())
+        self.transformer_ = fit_transformer_under_dp(data, spec, accountant, privacy_rng)
+        matrix = self.transformer_.transform(data, privacy_rng)
+        model_seed = int(seed) if seed is not None else secret_seed()
+        self.training_ = self._fit_matrix(matrix, accountant, seed=model_seed, progress=progress)
+        privacy = accountant.to_dict()
+        if privacy["epsilon"] > budget.epsilon * (1 + 1e-9):
+            # calibration guarantees this cannot happen; refuse rather than release a model over budget
+            raise AssertionError(f"composed epsilon {privacy['epsilon']} exceeds the target {budget.epsilon}")
+        self.privacy_ = privacy
+        return self
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.transformer_ is not None
+
+    def _require_fitted(self) -> TableTransformer:
+        if self.transformer_ is None:
+            raise ParameterError(f"generator {self.name!r} is not fitted: call fit() or load() first")
+        return self.transformer_
+
+    def sample(self, n: int, *, seed: int | None = None) -> pd.DataFrame:
+        """``n`` synthetic rows with the source's columns, order and dtypes. Spends no budget."""
+        transformer = self._require_fitted()
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise ParameterError(f"num_rows must be an integer >= 0, got {n!r}")
+        rng = np.random.default_rng(seed)
+        parts = []
+        for start in range(0, int(n), SAMPLE_CHUNK_ROWS):
+            rows = min(SAMPLE_CHUNK_ROWS, int(n) - start)
+            parts.append(
+                transformer.inverse_transform(self._sample_matrix(rows, rng), rng, first_id=start + 1)
+            )
+        if not parts:
+            return transformer.inverse_transform(np.zeros((0, transformer.output_dim), dtype=np.float32), rng)
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+    # -- bundles ---------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Serialize the fitted synthesizer as a model bundle (zip of JSON + tensors)."""
+        import torch
+
+        transformer = self._require_fitted()
+        config, state = self._model_state()
+        meta = {
+            "format": BUNDLE_FORMAT,
+            "version": BUNDLE_VERSION,
+            "generator": self.name,
+            "params": self.params,
+            "privacy": self.privacy_,
+            "training": self.training_,
+            "transformer": transformer.to_dict(),
+            "model_config": config,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        weights = io.BytesIO()
+        torch.save(state, weights)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("bundle.json", json.dumps(meta, indent=1, default=_json_default))
+            zf.writestr("weights.pt", weights.getvalue())
+        return buf.getvalue()
+
+    @staticmethod
+    def from_bytes(data: bytes) -> Synthesizer:
+        """Load any registered generator from bundle bytes."""
+        import torch
+
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                meta = json.loads(zf.read("bundle.json"))
+                state = torch.load(io.BytesIO(zf.read("weights.pt")), weights_only=True, map_location="cpu")
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
+            raise BundleError(f"not a dpsynth model bundle ({exc.__class__.__name__})") from None
+        if meta.get("format") != BUNDLE_FORMAT or meta.get("version") != BUNDLE_VERSION:
+            raise BundleError(
+                f"unsupported bundle format {meta.get('format')!r} version {meta.get('version')!r} "
+                f"(this dpsynth reads {BUNDLE_FORMAT!r} version {BUNDLE_VERSION})"
+            )
+        synth = get_generator_class(meta["generator"])(**meta["params"])
+        synth.transformer_ = TableTransformer.from_dict(meta["transformer"])
+        synth.privacy_ = meta["privacy"]
+        synth.training_ = meta.get("training", {})
+        synth._restore_model(meta["model_config"], state)
+        return synth
+
+    def save(self, uri: str, *, store: ObjectStore | None = None) -> str:
+        """Write the bundle to ``uri`` (``file://``, a path, or ``s3://``); returns the URI."""
+        from synth_core.object_store import as_uri
+
+        uri = as_uri(uri)
+        (store or ObjectStore()).put_bytes(uri, self.to_bytes(), content_type="application/zip")
+        return uri
+
+    @staticmethod
+    def load(uri: str, *, store: ObjectStore | None = None) -> Synthesizer:
+        from synth_core.object_store import as_uri
+
+        try:
+            data = (store or ObjectStore()).get_bytes(as_uri(uri))
+        except FileNotFoundError:
+            raise BundleError(f"model bundle not found: {uri}") from None
+        return Synthesizer.from_bytes(data)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
