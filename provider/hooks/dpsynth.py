@@ -1,0 +1,159 @@
+"""DPSynthHook: where a dpsynth task reads and writes.
+
+It resolves, from Airflow connections and the ``[dpsynth]`` config section:
+
+* the warehouse, as a SQLAlchemy engine: an Airflow connection whose hook offers
+  ``get_sqlalchemy_engine`` (common-sql's ``DbApiHook``: postgres, mysql, ...), else a URL built
+  from the connection's fields; with no connection, the embedded SQLite warehouse
+  ``{home}/warehouse.db``;
+* the object store (``file://`` or ``s3://``; S3 credentials and endpoint from ``aws_conn_id``);
+* the privacy ledger (``ledger_uri``, else ``[dpsynth] ledger_uri``, else ``{home}/ledger.db``).
+
+Heavy imports (SQLAlchemy engines, boto3, synth_core) happen inside the methods.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from synth_core.ledger import PrivacyLedger
+    from synth_core.object_store import ObjectStore
+
+#: Airflow connection types → SQLAlchemy drivers, for connections whose hook gives no engine.
+SQLALCHEMY_DRIVERS = {
+    "postgres": "postgresql+psycopg",
+    "postgresql": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mysql+pymysql",
+    "sqlite": "sqlite",
+    "mssql": "mssql+pymssql",
+}
+
+
+def dpsynth_home() -> Path:
+    """The folder of the embedded defaults: ``[dpsynth] home`` (env ``AIRFLOW__DPSYNTH__HOME``)."""
+    from airflow.sdk import conf
+
+    raw = conf.get("dpsynth", "home", fallback=None) or os.environ.get("DPSYNTH_HOME") or "~/dpsynth"
+    return Path(os.path.expanduser(raw)).resolve()
+
+
+class DPSynthHook(BaseHook):
+    """Resolves the warehouse engine, object store and privacy ledger of a dpsynth task.
+
+    Args:
+        warehouse_conn_id: Airflow connection of the warehouse; ``None``: the embedded SQLite file.
+        object_store_uri: root URI for dpsynth's objects; ``None``: ``[dpsynth] object_store_uri``
+            or ``file://{home}/objects``.
+        aws_conn_id: Airflow connection with S3 credentials (login/password = key id/secret;
+            extra ``endpoint_url``, ``region_name``) for ``s3://`` roots.
+        ledger_uri: SQLAlchemy URL of the privacy ledger.
+    """
+
+    hook_name = "dpsynth"
+
+    def __init__(
+        self,
+        *,
+        warehouse_conn_id: str | None = None,
+        object_store_uri: str | None = None,
+        aws_conn_id: str | None = None,
+        ledger_uri: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.warehouse_conn_id = warehouse_conn_id
+        self.object_store_uri = object_store_uri
+        self.aws_conn_id = aws_conn_id
+        self.ledger_uri = ledger_uri
+
+    # -- warehouse -------------------------------------------------------------------------------
+    def get_warehouse_engine(self) -> sa.engine.Engine:
+        import sqlalchemy as sa
+
+        if self.warehouse_conn_id is None:
+            path = dpsynth_home() / "warehouse.db"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return sa.create_engine(sa.URL.create("sqlite", database=str(path)), hide_parameters=True)
+        conn = self.get_connection(self.warehouse_conn_id)
+        try:
+            hook = conn.get_hook()
+        except Exception as exc:  # the connection type's provider is not installed
+            self.log.info(
+                "no hook for connection type %r (%s); building the URL from its fields", conn.conn_type, exc
+            )
+            hook = None
+        if hook is not None and hasattr(hook, "get_sqlalchemy_engine"):
+            return hook.get_sqlalchemy_engine()
+        return sa.create_engine(self.sqlalchemy_url(conn), hide_parameters=True)
+
+    @staticmethod
+    def sqlalchemy_url(conn: Any) -> sa.URL:
+        """A SQLAlchemy URL from an Airflow connection's fields (not ``get_uri()``: that gives
+        ``postgres://``, which SQLAlchemy 2 rejects)."""
+        import sqlalchemy as sa
+
+        conn_type = (conn.conn_type or "").lower()
+        extra = conn.extra_dejson or {}
+        driver = extra.get("sqlalchemy_scheme") or SQLALCHEMY_DRIVERS.get(conn_type)
+        if driver is None:
+            raise ValueError(
+                f"connection {conn.conn_id!r} has type {conn_type!r}: set extra 'sqlalchemy_scheme' "
+                "(e.g. 'snowflake') or use a connection type whose hook provides a SQLAlchemy engine"
+            )
+        if driver == "sqlite":
+            return sa.URL.create("sqlite", database=conn.host or conn.schema or None)
+        return sa.URL.create(
+            driver,
+            username=conn.login or None,
+            password=conn.password or None,
+            host=conn.host or None,
+            port=conn.port or None,
+            database=conn.schema or None,
+        )
+
+    # -- object store ----------------------------------------------------------------------------
+    def object_store_root(self) -> str:
+        from airflow.sdk import conf
+
+        root = self.object_store_uri or conf.get("dpsynth", "object_store_uri", fallback="") or ""
+        if not root:
+            root = (dpsynth_home() / "objects").as_uri()
+        elif "://" not in root:
+            root = Path(root).resolve().as_uri()
+        return root.rstrip("/")
+
+    def get_object_store(self) -> ObjectStore:
+        from synth_core.object_store import ObjectStore, S3Options
+
+        if self.aws_conn_id is None:
+            return ObjectStore()
+        conn = self.get_connection(self.aws_conn_id)
+        extra = conn.extra_dejson or {}
+        s3_extra = (extra.get("service_config") or {}).get("s3") or {}
+        return ObjectStore(
+            S3Options(
+                endpoint_url=s3_extra.get("endpoint_url") or extra.get("endpoint_url"),
+                region_name=extra.get("region_name"),
+                aws_access_key_id=conn.login or extra.get("aws_access_key_id"),
+                aws_secret_access_key=conn.password or extra.get("aws_secret_access_key"),
+                aws_session_token=extra.get("aws_session_token"),
+            )
+        )
+
+    # -- ledger ----------------------------------------------------------------------------------
+    def get_ledger(self) -> PrivacyLedger:
+        from airflow.sdk import conf
+
+        from synth_core.ledger import PrivacyLedger
+
+        url = self.ledger_uri or conf.get("dpsynth", "ledger_uri", fallback="") or ""
+        if not url:
+            url = f"sqlite:///{dpsynth_home() / 'ledger.db'}"
+        return PrivacyLedger(url)

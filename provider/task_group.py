@@ -1,0 +1,116 @@
+"""One call that wires a whole refresh: extract → train → sample → validate → publish."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk import TaskGroup
+
+from synth_provider.operators.synthesize import (
+    DEFAULT_GENERATOR,
+    ExtractTableOperator,
+    PublishSyntheticOperator,
+    SampleSynthesizerOperator,
+    TrainSynthesizerOperator,
+    ValidateSyntheticOperator,
+)
+
+
+def _check_literal_budget(epsilon: Any, delta: Any) -> None:
+    """Fail at DAG parse time on a literal budget that can never be valid (templates pass)."""
+    is_number = isinstance(epsilon, int | float) and not isinstance(epsilon, bool)
+    if is_number and (not math.isfinite(epsilon) or epsilon <= 0):
+        raise ValueError(f"epsilon must be a finite number > 0, got {epsilon!r}")
+    if isinstance(delta, int | float) and not isinstance(delta, bool) and not (0 < delta < 1):
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+
+
+def synthesize_table_task_group(
+    *,
+    source_table: str,
+    spec: str | Mapping[str, Any],
+    epsilon: float,
+    delta: float = 1e-6,
+    generator: str = DEFAULT_GENERATOR,
+    generator_params: Mapping[str, Any] | None = None,
+    num_rows: int | None = None,
+    target_table: str | None = None,
+    lifetime_epsilon: float | None = None,
+    lifetime_delta: float | None = None,
+    preprocessing_fraction: float = 0.1,
+    holdout_fraction: float = 0.2,
+    seed: int | None = None,
+    warehouse_conn_id: str | None = None,
+    object_store_uri: str | None = None,
+    aws_conn_id: str | None = None,
+    ledger_uri: str | None = None,
+    group_id: str | None = None,
+    **task_kwargs: Any,
+) -> TaskGroup:
+    """A TaskGroup refreshing the synthetic replacement of ``source_table``.
+
+    Args:
+        source_table: the sensitive warehouse table.
+        spec: TableSpec (YAML path, YAML string or mapping).
+        epsilon, delta: privacy target of each refresh (each run spends it from the table's
+            lifetime budget in the ledger).
+        generator, generator_params: which DP generator, with its parameters.
+        num_rows: synthetic rows (``None``: the table's DP row count).
+        target_table: synthetic table name (default ``{source_table}_synthetic``).
+        lifetime_epsilon, lifetime_delta: the table's lifetime budget, granted once.
+        task_kwargs: passed to every operator (``retries``, ``pool``, ``execution_timeout``...).
+
+    Tasks: ``extract``, ``train``, ``sample``, ``validate``, ``publish``.
+    """
+    _check_literal_budget(epsilon, delta)
+    common = {
+        "warehouse_conn_id": warehouse_conn_id,
+        "object_store_uri": object_store_uri,
+        "aws_conn_id": aws_conn_id,
+        "ledger_uri": ledger_uri,
+        **task_kwargs,
+    }
+    safe_name = source_table.replace(".", "__")
+    with TaskGroup(group_id=group_id or f"synthesize_{safe_name}") as group:
+        extract = ExtractTableOperator(
+            task_id="extract",
+            source_table=source_table,
+            spec=spec,
+            holdout_fraction=holdout_fraction,
+            epsilon=epsilon,
+            delta=delta,
+            lifetime_epsilon=lifetime_epsilon,
+            lifetime_delta=lifetime_delta,
+            **common,
+        )
+        train = TrainSynthesizerOperator(
+            task_id="train",
+            staged=extract.output,
+            epsilon=epsilon,
+            delta=delta,
+            generator=generator,
+            generator_params=dict(generator_params or {}),
+            preprocessing_fraction=preprocessing_fraction,
+            lifetime_epsilon=lifetime_epsilon,
+            lifetime_delta=lifetime_delta,
+            seed=seed,
+            **common,
+        )
+        sample = SampleSynthesizerOperator(
+            task_id="sample", model=train.output, num_rows=num_rows, seed=seed, **common
+        )
+        validate = ValidateSyntheticOperator(
+            task_id="validate", staged=extract.output, model=train.output, synthetic=sample.output, **common
+        )
+        PublishSyntheticOperator(
+            task_id="publish",
+            staged=extract.output,
+            model=train.output,
+            synthetic=sample.output,
+            validation=validate.output,
+            target_table=target_table,
+            **common,
+        )
+    return group
