@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import json
 import subprocess
 import sys
@@ -13,7 +12,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import ADULT_PATH
 
+from synth_core.datasets import (
+    ADULT_COLUMNS,
+    ADULT_INTEGER_COLUMNS,
+    ADULT_NULLABLE_COLUMNS,
+    load_adult_frame,
+)
 from synth_core.errors import ParameterError, SpecError
 from synth_core.spec import ColumnKind, ColumnSpec, TableSpec
 from synth_expectations import (
@@ -25,26 +31,9 @@ from synth_expectations import (
 )
 from synth_expectations.validate import _run_suite
 
-ADULT = Path(__file__).resolve().parents[1] / "data" / "adult"
-COLUMNS = [
-    "age",
-    "workclass",
-    "fnlwgt",
-    "education",
-    "education_num",
-    "marital_status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "capital_gain",
-    "capital_loss",
-    "hours_per_week",
-    "native_country",
-    "income",
-]
-INTEGERS = {"age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"}
-NULLABLE = {"workclass", "occupation", "native_country"}  # the columns with '?' in adult.data
+ADULT = ADULT_PATH.parent
+INTEGERS = set(ADULT_INTEGER_COLUMNS)
+NULLABLE = ADULT_NULLABLE_COLUMNS  # the columns with '?' in adult.data
 #: Stand-in for a DP-discovered domain / DP-estimated range handed over by a fitted model.
 DP_DOMAINS = {"income": ["<=50K", ">50K"]}
 DP_RANGES = {"hours_per_week": (1.0, 99.0), "capital_gain": (0.0, 99999.0)}
@@ -66,21 +55,14 @@ def _public_categories() -> dict[str, tuple[str, ...]]:
 
 @pytest.fixture(scope="module")
 def adult() -> pd.DataFrame:
-    with gzip.open(ADULT / "adult.data.gz", "rt", encoding="utf-8") as fh:
-        frame = pd.read_csv(
-            fh, header=None, names=COLUMNS, sep=", ", engine="python", na_values=["?"], keep_default_na=False
-        )
-    frame = frame.dropna(how="all")
-    for col in COLUMNS:
-        frame[col] = frame[col].astype("int64" if col in INTEGERS else "str")
-    return frame.reset_index(drop=True)
+    return load_adult_frame(ADULT_PATH)
 
 
 @pytest.fixture(scope="module")
 def spec() -> TableSpec:
     cats = _public_categories()
     cols = []
-    for name in COLUMNS:
+    for name in ADULT_COLUMNS:
         if name in INTEGERS:
             bounds = (0.0, 120.0) if name == "age" else None
             cols.append(ColumnSpec(name, ColumnKind.INTEGER, nullable=False, bounds=bounds))
@@ -134,9 +116,9 @@ def test_suite_holds_the_spec(spec: TableSpec, dtypes: dict[str, str]) -> None:
     for exp in suite.expectations:
         by_type.setdefault(exp.expectation_type, []).append(exp)
     (order,) = by_type["expect_table_columns_to_match_ordered_list"]
-    assert order.column_list == COLUMNS
+    assert order.column_list == ADULT_COLUMNS
     assert {e.column: e.type_ for e in by_type["expect_column_type_to_be"]} == dtypes
-    assert {e.column for e in by_type["expect_column_values_to_not_be_null"]} == set(COLUMNS) - NULLABLE
+    assert {e.column for e in by_type["expect_column_values_to_not_be_null"]} == set(ADULT_COLUMNS) - NULLABLE
     domains = {
         e.column: (list(e.value_set), e.meta["dpsynth_source"])
         for e in by_type["expect_column_values_to_be_in_set"]
@@ -263,7 +245,7 @@ def test_str_columns_type_check(adult: pd.DataFrame, spec: TableSpec, dtypes: di
     assert not types["workclass"].success and "dtype object, expected str" in types["workclass"].summary
     assert not types["education"].success and "dtype string" in types["education"].summary
     assert not types["age"].success and "dtype Int64, expected int64" in types["age"].summary
-    assert all(types[c].success for c in COLUMNS if c not in ("workclass", "education", "age"))
+    assert all(types[c].success for c in ADULT_COLUMNS if c not in ("workclass", "education", "age"))
     # a mistyped column's domain/range checks are not run (they could raise and quote a value)
     skipped = {(r.column, r.expectation_type) for r in outcome.results if not r.evaluated}
     assert skipped == {

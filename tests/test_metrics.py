@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ADULT_PATH
 
+from synth_core.datasets import ADULT_COLUMNS, ADULT_INTEGER_COLUMNS, load_adult_frame
 from synth_core.metrics import (
     association_matrix,
     dcr_share,
@@ -22,20 +23,11 @@ from synth_core.metrics import (
 )
 from synth_core.spec import ColumnKind, ColumnSpec, TableSpec
 
-ADULT = Path(__file__).resolve().parent.parent / "data" / "adult" / "adult.data.gz"
-COLUMNS = [
-    "age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
-    "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country", "income",
-]  # fmt: skip
-INTEGERS = {"age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"}
+INTEGERS = set(ADULT_INTEGER_COLUMNS)
 
 
 def load_adult() -> pd.DataFrame:
-    """UCI Adult: no header, ", "-separated, '?' is NULL; integers as int64, the rest as pandas str."""
-    frame = pd.read_csv(ADULT, header=None, names=COLUMNS, sep=", ", engine="python", na_values=["?"])
-    for name in COLUMNS:
-        frame[name] = frame[name].astype("int64" if name in INTEGERS else "str")
-    return frame
+    return load_adult_frame(ADULT_PATH)
 
 
 def adult_spec(target: str | None = "income") -> TableSpec:
@@ -43,7 +35,7 @@ def adult_spec(target: str | None = "income") -> TableSpec:
         ColumnSpec(
             n, ColumnKind.INTEGER if n in INTEGERS else ColumnKind.CATEGORICAL, nullable=n not in INTEGERS
         )
-        for n in COLUMNS
+        for n in ADULT_COLUMNS
     )
     return TableSpec("adult", cols, target=target)
 
@@ -80,8 +72,8 @@ def test_tvd_is_zero_for_identical_frames_and_2way_detects_lost_dependence(
     one = marginal_tvd_1way(train, train, spec)
     two = marginal_tvd_2way(train, train, spec)
     assert one["mean"] == 0.0 and two["mean"] == 0.0
-    assert set(one["columns"]) == set(COLUMNS)
-    assert two["n_pairs"] == len(COLUMNS) * (len(COLUMNS) - 1) // 2
+    assert set(one["columns"]) == set(ADULT_COLUMNS)
+    assert two["n_pairs"] == len(ADULT_COLUMNS) * (len(ADULT_COLUMNS) - 1) // 2
 
     shuffled = shuffle_columns(train, seed=1)
     assert marginal_tvd_1way(train, shuffled, spec)["mean"] == pytest.approx(0.0, abs=1e-12)
@@ -102,7 +94,7 @@ def test_discretization_keeps_point_masses_nulls_and_shared_codes(parts: dict[st
     spec = adult_spec()
     train, holdout = parts["train"], parts["holdout"]
     d_train, d_hold = discretize_for_marginals([train, holdout], spec, bins=20)
-    assert list(d_train.columns) == COLUMNS and len(d_hold) == len(holdout)
+    assert list(d_train.columns) == ADULT_COLUMNS and len(d_hold) == len(holdout)
 
     gain, codes = train["capital_gain"].to_numpy(), d_train["capital_gain"].to_numpy()
     zero_codes = set(codes[gain == 0])
@@ -200,7 +192,7 @@ def test_association_matrix_finds_known_dependence(parts: dict[str, pd.DataFrame
     spec = adult_spec()
     train = parts["train"]
     names, mat = association_matrix(train, spec)
-    assert names == COLUMNS and mat.shape == (15, 15)
+    assert names == ADULT_COLUMNS and mat.shape == (15, 15)
     assert np.allclose(mat, mat.T) and np.allclose(np.diag(mat), 1.0)
     ix = {n: i for i, n in enumerate(names)}
     assert mat[ix["education"], ix["education_num"]] > 0.95  # correlation ratio of a 1:1 coding

@@ -6,24 +6,20 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ADULT_PATH
 
+from synth_core.datasets import ADULT_COLUMNS, ADULT_INTEGER_COLUMNS, load_adult_frame
 from synth_core.metrics import evaluate_release
 from synth_core.privacy import PrivacyAccountant, PrivacyBudget
 from synth_core.report import DP_LABEL, MAX_PLOTTED_COLUMNS, render_release_report
 from synth_core.spec import ColumnKind, ColumnSpec, TableSpec
 from synth_core.transformer import TableTransformer, fit_transformer_under_dp
 
-ADULT = Path(__file__).resolve().parent.parent / "data" / "adult" / "adult.data.gz"
-COLUMNS = [
-    "age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation",
-    "relationship", "race", "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country", "income",
-]  # fmt: skip
-INTEGERS = {"age", "fnlwgt", "education_num", "capital_gain", "capital_loss", "hours_per_week"}
+INTEGERS = set(ADULT_INTEGER_COLUMNS)
 #: Cannot occur inside base64 image data ('-' is not in the base64 alphabet).
 MARKER = "ZZ-MARKER-7f3a-unique"
 WORKCLASS = ("Private", "Self-emp-not-inc", "Self-emp-inc", "Federal-gov", "Local-gov", "State-gov",
@@ -33,9 +29,7 @@ FETCH = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECA
 
 def load_adult() -> pd.DataFrame:
     """UCI Adult (no header, ", "-separated, '?' = NULL) plus derived datetime and boolean columns."""
-    frame = pd.read_csv(ADULT, header=None, names=COLUMNS, sep=", ", engine="python", na_values=["?"])
-    for name in COLUMNS:
-        frame[name] = frame[name].astype("int64" if name in INTEGERS else "str")
+    frame = load_adult_frame(ADULT_PATH)
     frame["person_id"] = np.arange(1, len(frame) + 1, dtype=np.int64)
     frame["interviewed"] = pd.Series(
         pd.Timestamp("1994-01-01") + pd.to_timedelta(frame["fnlwgt"] % 365, unit="D"), dtype="datetime64[us]"
@@ -49,7 +43,7 @@ def load_adult() -> pd.DataFrame:
 
 def report_spec() -> TableSpec:
     cols = [ColumnSpec("person_id", ColumnKind.ID, nullable=False)]
-    for n in COLUMNS:
+    for n in ADULT_COLUMNS:
         if n in INTEGERS:
             bounds = (17.0, 90.0) if n == "age" else None
             cols.append(ColumnSpec(n, ColumnKind.INTEGER, nullable=False, bounds=bounds))
@@ -66,7 +60,7 @@ def report_spec() -> TableSpec:
     return TableSpec("adult", tuple(cols), target="income")
 
 
-N_MODELLED = len(COLUMNS) + 3  # + interviewed, recorded, male
+N_MODELLED = len(ADULT_COLUMNS) + 3  # + interviewed, recorded, male
 
 
 def release_for(real: pd.DataFrame, spec: TableSpec, seed: int = 0) -> dict:
@@ -157,7 +151,7 @@ def test_report_is_self_contained_readable_and_complete(marked: dict) -> None:
     assert f"{marked['privacy']['epsilon']:.4g}" in page
     # DP overlays where the state has DP outputs; an honest note where it has none
     assert page.count("DP quantile histogram") == 6 + 2  # integer + datetime columns
-    assert page.count("DP noisy category counts") == len(COLUMNS) - len(INTEGERS) - 1
+    assert page.count("DP noisy category counts") == len(ADULT_COLUMNS) - len(INTEGERS) - 1
     assert "public category domain: no DP estimate exists" in page
     assert "public domain (boolean)" in page
     assert "DP estimate of real" in page and "already paid for in ε" in DP_LABEL
@@ -189,7 +183,7 @@ def test_report_shows_a_category_once_dp_releases_it(adult: pd.DataFrame) -> Non
     real.loc[real.index[:3_000], "native_country"] = MARKER
     parts = release_for(real, report_spec(), seed=1)
     page = render(parts, report_spec())
-    assert MARKER in parts["state"]["columns"][COLUMNS.index("native_country")]["categories"]
+    assert MARKER in parts["state"]["columns"][ADULT_COLUMNS.index("native_country")]["categories"]
     assert MARKER in page
 
 

@@ -99,6 +99,14 @@ class DPSynthBaseOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.ledger_uri = ledger_uri
 
+    def execute(self, context: Context) -> dict[str, Any]:
+        with fail_fast_on_non_retryable():
+            return self._execute(context)
+
+    def _execute(self, context: Context) -> dict[str, Any]:
+        """The task's work; dpsynth's non-retryable errors become ``AirflowFailException``."""
+        raise NotImplementedError
+
     def get_hook(self) -> DPSynthHook:
         return DPSynthHook(
             warehouse_conn_id=self.warehouse_conn_id,
@@ -170,10 +178,6 @@ class ExtractTableOperator(DPSynthBaseOperator):
         self.lifetime_epsilon = lifetime_epsilon
         self.lifetime_delta = lifetime_delta
         self.chunk_rows = chunk_rows
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        with fail_fast_on_non_retryable():
-            return self._execute(context)
 
     def _execute(self, context: Context) -> dict[str, Any]:
         import numpy as np
@@ -326,10 +330,6 @@ class TrainSynthesizerOperator(DPSynthBaseOperator):
         self.lifetime_delta = lifetime_delta
         self.seed = seed
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        with fail_fast_on_non_retryable():
-            return self._execute(context)
-
     def _execute(self, context: Context) -> dict[str, Any]:
         from synth_core.generators import create_synthesizer
         from synth_core.object_store import join_uri
@@ -426,10 +426,6 @@ class SampleSynthesizerOperator(DPSynthBaseOperator):
         self.num_rows = num_rows
         self.seed = seed
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        with fail_fast_on_non_retryable():
-            return self._execute(context)
-
     def _execute(self, context: Context) -> dict[str, Any]:
         from synth_core.errors import ParameterError
         from synth_core.generators import Synthesizer
@@ -498,10 +494,6 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
         self.model = model
         self.synthetic = synthetic
         self.compute_metrics = compute_metrics
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        with fail_fast_on_non_retryable():
-            return self._execute(context)
 
     def _execute(self, context: Context) -> dict[str, Any]:
         import tempfile
@@ -637,10 +629,6 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
         self.synthetic = synthetic
         self.validation = validation
         self.target_table = target_table
-
-    def execute(self, context: Context) -> dict[str, Any]:
-        with fail_fast_on_non_retryable():
-            return self._execute(context)
 
     def _execute(self, context: Context) -> dict[str, Any]:
         import datetime as dt
