@@ -52,7 +52,7 @@ class DPSGDConfig:
 
     epochs: int = 20
     batch_size: int = 500
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-3
     max_grad_norm: float = 1.0
     grad_sample_mode: str = "ghost"
     device: str = "auto"
@@ -184,52 +184,56 @@ def train_with_dp_sgd(
     step = 0
     loss_value = math.nan
     private_model.train()
-    for epoch in range(1, config.epochs + 1):
-        epoch_loss, epoch_rows = 0.0, 0
-        for (batch,) in private_loader:
-            batch = batch.to(device, non_blocking=True)
-            private_optimizer.zero_grad(set_to_none=True)
-            if batch.shape[0] == 0:
-                # an empty Poisson batch still takes a (pure-noise) step: skipping it would make the
-                # number of noisy releases depend on the sample, which the accountant does not model
+    with warnings.catch_warnings():
+        # ghost clipping's backward hooks fire on module outputs because the inputs (data) need
+        # no gradient: expected, and otherwise repeated in every task log
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        for epoch in range(1, config.epochs + 1):
+            epoch_loss, epoch_rows = 0.0, 0
+            for (batch,) in private_loader:
+                batch = batch.to(device, non_blocking=True)
+                private_optimizer.zero_grad(set_to_none=True)
+                if batch.shape[0] == 0:
+                    # an empty Poisson batch still takes a (pure-noise) step: skipping it would make the
+                    # number of noisy releases depend on the sample, which the accountant does not model
+                    private_optimizer.step()
+                    step += 1
+                    continue
+                output = private_model(batch)
+                loss = private_criterion(output, batch)
+                loss.backward()
                 private_optimizer.step()
                 step += 1
-                continue
-            output = private_model(batch)
-            loss = private_criterion(output, batch)
-            loss.backward()
-            private_optimizer.step()
-            step += 1
-            epoch_loss += float(loss.item()) * batch.shape[0]
-            epoch_rows += batch.shape[0]
-        loss_value = epoch_loss / max(epoch_rows, 1)
-        now = time.monotonic()
-        if epoch in (1, config.epochs) or now - last_log >= config.log_every_seconds:
-            last_log = now
-            eps_so_far = accountant.epsilon(sgm_rdp(sample_rate, sigma, step))
-            elapsed = now - started
-            eta = elapsed / epoch * (config.epochs - epoch)
-            log.info(
-                "epoch %d/%d  loss %.4f  ε spent so far %.3f of %.3f  elapsed %.0fs  time left ~%.0fs",
-                epoch,
-                config.epochs,
-                loss_value,
-                eps_so_far,
-                accountant.budget.epsilon,
-                elapsed,
-                eta,
-            )
-            if progress is not None:
-                progress(
-                    {
-                        "epoch": epoch,
-                        "epochs": config.epochs,
-                        "loss": loss_value,
-                        "epsilon_spent": eps_so_far,
-                        "elapsed_s": elapsed,
-                        "eta_s": eta,
-                    }
+                epoch_loss += float(loss.item()) * batch.shape[0]
+                epoch_rows += batch.shape[0]
+            loss_value = epoch_loss / max(epoch_rows, 1)
+            now = time.monotonic()
+            if epoch in (1, config.epochs) or now - last_log >= config.log_every_seconds:
+                last_log = now
+                eps_so_far = accountant.epsilon(sgm_rdp(sample_rate, sigma, step))
+                elapsed = now - started
+                eta = elapsed / epoch * (config.epochs - epoch)
+                log.info(
+                    "epoch %d/%d  loss %.4f  ε spent so far %.3f of %.3f  elapsed %.0fs  time left ~%.0fs",
+                    epoch,
+                    config.epochs,
+                    loss_value,
+                    eps_so_far,
+                    accountant.budget.epsilon,
+                    elapsed,
+                    eta,
                 )
+                if progress is not None:
+                    progress(
+                        {
+                            "epoch": epoch,
+                            "epochs": config.epochs,
+                            "loss": loss_value,
+                            "epsilon_spent": eps_so_far,
+                            "elapsed_s": elapsed,
+                            "eta_s": eta,
+                        }
+                    )
     accountant.spend_sgd(
         mechanism_name,
         sample_rate,

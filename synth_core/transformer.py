@@ -268,6 +268,27 @@ class TableTransformer:
         idx = np.where(codes == null_code, k, np.minimum(codes, k))
         return _cast(pd.Series(cats[idx], dtype=object), col.dtype)
 
+    # -- what the model may emit (for validation) ------------------------------------------------
+    def dp_domains(self) -> dict[str, list[Any]]:
+        """Category domains discovered under DP (columns whose domain is not public)."""
+        return {c.name: list(c.categories) for c in self.columns if c.categories is not None and c.has_other}
+
+    def dp_ranges(self) -> dict[str, tuple[Any, Any]]:
+        """``(low, high)`` of every continuous column without public bounds: the DP range the
+        transform clips to. Numbers for numeric/integer columns, ``datetime`` for datetime ones."""
+        out: dict[str, tuple[Any, Any]] = {}
+        for c in self.columns:
+            cspec = self.spec.column(c.name)
+            if c.bins is None or cspec.bounds is not None or cspec.datetime_range is not None:
+                continue
+            if c.kind == ColumnKind.DATETIME:
+                unit = _SECONDS_PER[c.datetime_unit or "second"]
+                low, high = (pd.Timestamp(v * unit, unit="s").to_pydatetime() for v in (c.bins.low, c.bins.high))
+                out[c.name] = (low, high)
+            else:
+                out[c.name] = (c.bins.low, c.bins.high)
+        return out
+
     # -- persistence -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {

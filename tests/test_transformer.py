@@ -88,6 +88,15 @@ def test_round_trip_keeps_names_order_dtypes_and_nulls() -> None:
     # continuous values: the quantile transform is monotone, so ranks survive
     assert back["amount"].rank().corr(frame["amount"].rank()) > 0.99
     assert back["id"].tolist() == list(range(1, len(frame) + 1))
+    # what validation may expect of any model output: DP ranges and domains of the non-public columns
+    ranges = tf.dp_ranges()
+    assert set(ranges) == {"amount", "stamp"}
+    decoded = tf.inverse_transform(rng.standard_normal((5_000, tf.output_dim)).astype(np.float32) * 3, rng)
+    assert decoded["amount"].between(*ranges["amount"]).all()
+    low, high = ranges["stamp"]
+    stamps = decoded["stamp"].dt.tz_convert(None)
+    assert ((stamps >= low) & (stamps <= high)).all()
+    assert tf.dp_domains() == {"color": ["blue", "green", "red"]}
 
 
 def test_every_estimate_is_charged_and_composes_within_budget() -> None:

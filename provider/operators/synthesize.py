@@ -476,8 +476,8 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
     """The release gate: Great Expectations checks, quality/privacy metrics and the report.
 
     The suite is built from the spec and the source dtypes: column set and order, types,
-    nullability, category domains (public or the model's DP domain), numeric/datetime ranges,
-    unique ids. A failed critical expectation raises ``AirflowFailException`` listing every failure;
+    nullability, category domains (public, or the DP-discovered domain in the model), numeric and
+    datetime ranges (public, or the DP range the model clips to), unique ids, the row count. A failed critical expectation raises ``AirflowFailException`` listing every failure;
     nothing is published. Metrics compare the synthetic rows with the staged real train/holdout
     rows (an evaluation on real data: its aggregates are not DP; see the README).
 
@@ -518,15 +518,13 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
         assert transformer is not None
         spec = transformer.spec
         frame = store.read_parquet(synthetic["synthetic_uri"])
-        domains = {
-            c.name: c.categories for c in transformer.columns if c.categories is not None and c.has_other
-        }
         with tempfile.TemporaryDirectory() as docs_dir:
             outcome = validate_frame(
                 frame,
                 spec,
                 staged["dtypes"],
-                domains=domains,
+                domains=transformer.dp_domains(),
+                ranges=transformer.dp_ranges(),
                 row_count=int(synthetic["rows"]),
                 data_docs_dir=docs_dir,
             )

@@ -124,7 +124,7 @@ class DPTVAESynthesizer(Synthesizer):
         *,
         epochs: int = 20,
         batch_size: int = 500,
-        learning_rate: float = 2e-3,
+        learning_rate: float = 5e-3,
         max_grad_norm: float = 1.0,
         latent_dim: int = 32,
         hidden: list[int] | tuple[int, ...] = (128, 128),
