@@ -48,37 +48,62 @@ def main() -> None:
         aucs = []
         for run in range(args.runs):
             started = time.perf_counter()
-            synth = create_synthesizer("dp_tvae", epochs=args.epochs).fit(train, spec, PrivacyBudget(eps, 1e-6), seed=run)
+            synth = create_synthesizer("dp_tvae", epochs=args.epochs).fit(
+                train, spec, PrivacyBudget(eps, 1e-6), seed=run
+            )
             fit_s = time.perf_counter() - started
             synthetic = synth.sample(len(train), seed=run)
             scores = tstr_auc(synthetic, holdout, spec, real_train=train)
             assert scores is not None and synth.privacy_ is not None
             aucs.append(scores["auc_synthetic"])
             row = {
-                "epsilon_target": eps, "epsilon_spent": synth.privacy_["epsilon"], "run": run,
-                "auc_synthetic": scores["auc_synthetic"], "auc_real": scores["auc_real"],
-                "fit_seconds": fit_s, "train_seconds": synth.training_["seconds"],
-                "noise_multiplier": synth.training_["noise_multiplier"], "steps": synth.training_["steps"],
+                "epsilon_target": eps,
+                "epsilon_spent": synth.privacy_["epsilon"],
+                "run": run,
+                "auc_synthetic": scores["auc_synthetic"],
+                "auc_real": scores["auc_real"],
+                "fit_seconds": fit_s,
+                "train_seconds": synth.training_["seconds"],
+                "noise_multiplier": synth.training_["noise_multiplier"],
+                "steps": synth.training_["steps"],
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-        print(f"ε={eps}: AUC mean {statistics.mean(aucs):.3f}, min {min(aucs):.3f} over {len(aucs)} runs", flush=True)
+        print(
+            f"ε={eps}: AUC mean {statistics.mean(aucs):.3f}, min {min(aucs):.3f} over {len(aucs)} runs",
+            flush=True,
+        )
 
     speed = []
     for mode in ("ghost", "hooks"):
         synth = create_synthesizer("dp_tvae", epochs=3, grad_sample_mode=mode)
         synth.fit(train, spec, PrivacyBudget(3.0, 1e-6), seed=0)
         rows_per_s = len(train) * 3 / synth.training_["seconds"]
-        speed.append({"grad_sample_mode": mode, "epochs": 3, "train_seconds": synth.training_["seconds"],
-                      "rows_per_second": rows_per_s})
-        print(f"{mode}: {rows_per_s:,.0f} rows/s ({synth.training_['seconds']:.1f} s for 3 epochs)", flush=True)
+        speed.append(
+            {
+                "grad_sample_mode": mode,
+                "epochs": 3,
+                "train_seconds": synth.training_["seconds"],
+                "rows_per_second": rows_per_s,
+            }
+        )
+        print(
+            f"{mode}: {rows_per_s:,.0f} rows/s ({synth.training_['seconds']:.1f} s for 3 epochs)", flush=True
+        )
 
     result = {
         "benchmark": "dp_tvae_adult",
-        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
-                    "torch": torch.__version__, "device": "cpu"},
-        "train_rows": len(train), "holdout_rows": len(holdout), "epochs": args.epochs,
-        "runs": rows, "speed": speed,
+        "machine": {
+            "cpu_count": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "device": "cpu",
+        },
+        "train_rows": len(train),
+        "holdout_rows": len(holdout),
+        "epochs": args.epochs,
+        "runs": rows,
+        "speed": speed,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

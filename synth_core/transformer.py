@@ -283,7 +283,9 @@ class TableTransformer:
                 continue
             if c.kind == ColumnKind.DATETIME:
                 unit = _SECONDS_PER[c.datetime_unit or "second"]
-                low, high = (pd.Timestamp(v * unit, unit="s").to_pydatetime() for v in (c.bins.low, c.bins.high))
+                low, high = (
+                    pd.Timestamp(v * unit, unit="s").to_pydatetime() for v in (c.bins.low, c.bins.high)
+                )
                 out[c.name] = (low, high)
             else:
                 out[c.name] = (c.bins.low, c.bins.high)
