@@ -9,15 +9,19 @@ previous table or the new one, never a partial one.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
-from synth_core.errors import SourceTableError, SpecError
+from synth_core.errors import ParameterError, SourceTableError, SpecError
 from synth_core.spec import ColumnKind, ColumnSpec, TableSpec, sql_type_allows
 
 log = logging.getLogger(__name__)
@@ -181,65 +185,253 @@ def _quote(engine: sa.engine.Engine, name: str) -> str:
     return engine.dialect.identifier_preparer.quote(name)
 
 
+@dataclass(frozen=True)
+class TableComments:
+    """Warehouse comments of a published table: one for the table, one per column."""
+
+    table: str
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+def asset_uri(engine: sa.engine.Engine, table: str, *, schema: str | None = None) -> str:
+    """The Airflow Asset URI of a warehouse table, in the scheme astronomer-cosmos uses for dbt
+    sources on Airflow 3 (the OpenLineage namespace, then ``database/schema/table``)."""
+    url = engine.url
+    schema, table = split_table_name(table, schema)
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        return f"postgres://{url.host or 'localhost'}:{url.port or 5432}/{url.database}/{schema or 'public'}/{table}"
+    if backend in ("mysql", "mariadb"):
+        return f"mysql://{url.host or 'localhost'}:{url.port or 3306}/{schema or url.database}/{table}"
+    if backend == "sqlite":
+        return f"sqlite://{Path(url.database or '').resolve()}/main/{table}"
+    return f"{backend}://{url.host or ''}/{url.database or ''}/{schema or ''}/{table}"
+
+
 def publish_table_atomically(
     engine: sa.engine.Engine,
-    frame: pd.DataFrame,
+    chunks: pd.DataFrame | Iterable[pd.DataFrame],
     *,
     target: str,
     column_types: dict[str, sa.types.TypeEngine[Any]],
     nullable: dict[str, bool] | None = None,
     schema: str | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-) -> None:
-    """Write ``frame`` to a staging table, then swap it in for ``target`` in one transaction.
+    comments: TableComments | None = None,
+) -> int:
+    """Replace ``target`` with the rows of ``chunks`` so that readers never see a partial table.
 
-    A failure before the swap drops the staging table and leaves ``target`` untouched; the swap
-    itself is one transaction (SQLite/PostgreSQL: transactional DDL; MySQL/MariaDB: one atomic
-    ``RENAME TABLE``).
+    Rows go to a fresh staging table (created with the source's column types and the given
+    comments), which then takes the target's place:
+
+    * PostgreSQL: one transaction for everything — staging table, ``COPY … FROM STDIN`` (CSV written
+      by Arrow), ``DROP`` + ``RENAME``. If views depend on the target, its rows are replaced instead
+      (``DELETE`` + ``INSERT … SELECT``, same transaction), so dependent dbt views survive. A dead
+      connection at any point rolls everything back: the previous table is untouched.
+    * SQLite (and other transactional-DDL warehouses): the same, with batched inserts.
+    * MySQL/MariaDB (DDL commits implicitly): staging table filled first, then one atomic
+      ``RENAME TABLE target TO old, staging TO target``; a failure before it drops the staging table.
+
+    Returns the number of rows published.
     """
     schema, target = split_table_name(target, schema)
-    staging = f"{target}__dpsynth_{uuid.uuid4().hex[:8]}"
-    md = sa.MetaData()
-    nullable = nullable or {}
-    sa_staging = sa.Table(
-        staging,
-        md,
-        *[sa.Column(name, column_types[name], nullable=nullable.get(name, True)) for name in frame.columns],
+    if schema is not None and engine.dialect.name == "sqlite":
+        raise ParameterError(f"SQLite warehouses have no schemas: publish {target!r} without target_schema")
+    parts = [chunks] if isinstance(chunks, pd.DataFrame) else chunks
+    staging_name = f"{target}__dpsynth_{uuid.uuid4().hex[:8]}"
+    staging = _staging_table(staging_name, column_types, nullable or {}, schema, comments)
+    if engine.dialect.name == "postgresql":
+        return _publish_postgres(engine, parts, staging, target, schema, comments)
+    if engine.dialect.name in ("mysql", "mariadb"):
+        return _publish_mysql(engine, parts, staging, target, schema)
+    return _publish_transactional(engine, parts, staging, target, schema)
+
+
+def _staging_table(
+    name: str,
+    column_types: dict[str, sa.types.TypeEngine[Any]],
+    nullable: dict[str, bool],
+    schema: str | None,
+    comments: TableComments | None,
+) -> sa.Table:
+    col_comments = comments.columns if comments else {}
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        *[
+            sa.Column(col, typ, nullable=nullable.get(col, True), comment=col_comments.get(col))
+            for col, typ in column_types.items()
+        ],
         schema=schema,
+        comment=comments.table if comments else None,
     )
-    md.create_all(engine)
+
+
+def _check_columns(frame: pd.DataFrame, staging: sa.Table) -> None:
+    expected = [c.name for c in staging.columns]
+    if list(frame.columns) != expected:
+        raise SpecError(f"the synthetic rows have columns {list(frame.columns)}, the table needs {expected}")
+
+
+def _publish_postgres(
+    engine: sa.engine.Engine,
+    parts: Iterable[pd.DataFrame],
+    staging: sa.Table,
+    target: str,
+    schema: str | None,
+    comments: TableComments | None,
+) -> int:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    q = _qualifier(engine, schema)
+    cols = ", ".join(_quote(engine, c.name) for c in staging.columns)
+    copy_sql = f"COPY {q(staging.name)} ({cols}) FROM STDIN (FORMAT CSV)"
+    rows = 0
+    with engine.begin() as conn:
+        if schema is not None:
+            conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {_quote(engine, schema)}")
+        staging.create(conn)
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        cursor = dbapi.cursor()
+        for frame in parts:
+            _check_columns(frame, staging)
+            buf = io.BytesIO()
+            # Arrow writes NULL as an unquoted empty field and "" quoted, which is COPY CSV's rule
+            pacsv.write_csv(
+                pa.Table.from_pandas(frame, preserve_index=False),
+                buf,
+                pacsv.WriteOptions(include_header=False),
+            )
+            buf.seek(0)
+            if engine.dialect.driver == "psycopg":
+                with cursor.copy(copy_sql) as copy:
+                    copy.write(buf.getbuffer())
+            else:  # psycopg2
+                cursor.copy_expert(copy_sql, buf)
+            rows += len(frame)
+        exists = sa.inspect(conn).has_table(target, schema=schema)
+        if exists:
+            savepoint = conn.begin_nested()
+            try:
+                conn.exec_driver_sql(f"DROP TABLE {q(target)}")
+            except sa.exc.DBAPIError as exc:
+                if (
+                    getattr(exc.orig, "sqlstate", None) != "2BP01"
+                    and getattr(exc.orig, "pgcode", None) != "2BP01"
+                ):
+                    raise
+                # views depend on the target: keep the table, replace its rows in this transaction
+                savepoint.rollback()
+                conn.exec_driver_sql(f"DELETE FROM {q(target)}")
+                conn.exec_driver_sql(f"INSERT INTO {q(target)} ({cols}) SELECT {cols} FROM {q(staging.name)}")
+                conn.exec_driver_sql(f"DROP TABLE {q(staging.name)}")
+                if comments is not None:  # the kept table gets this release's comments
+                    kept = staging.to_metadata(sa.MetaData(), name=target)
+                    conn.execute(sa.schema.SetTableComment(kept))
+                    for column in kept.columns:
+                        if column.comment is not None:
+                            conn.execute(sa.schema.SetColumnComment(column))
+                return rows
+            savepoint.commit()
+        conn.exec_driver_sql(f"ALTER TABLE {q(staging.name)} RENAME TO {_quote(engine, target)}")
+    return rows
+
+
+def _publish_transactional(
+    engine: sa.engine.Engine,
+    parts: Iterable[pd.DataFrame],
+    staging: sa.Table,
+    target: str,
+    schema: str | None,
+) -> int:
+    if engine.dialect.name == "sqlite":
+        with _sqlite_transaction(engine) as conn:
+            return _fill_and_swap(conn, engine, parts, staging, target, schema)
+    with engine.begin() as conn:
+        return _fill_and_swap(conn, engine, parts, staging, target, schema)
+
+
+def _fill_and_swap(
+    conn: sa.Connection,
+    engine: sa.engine.Engine,
+    parts: Iterable[pd.DataFrame],
+    staging: sa.Table,
+    target: str,
+    schema: str | None,
+) -> int:
+    q = _qualifier(engine, schema)
+    rows = 0
+    staging.create(conn)
+    for frame in parts:
+        _check_columns(frame, staging)
+        if len(frame):
+            conn.execute(staging.insert(), _records(frame))
+        rows += len(frame)
+    if sa.inspect(conn).has_table(target, schema=schema):
+        conn.exec_driver_sql(f"DROP TABLE {q(target)}")
+    conn.exec_driver_sql(f"ALTER TABLE {q(staging.name)} RENAME TO {_quote(engine, target)}")
+    return rows
+
+
+@contextlib.contextmanager
+def _sqlite_transaction(engine: sa.engine.Engine) -> Iterator[sa.Connection]:
+    """A real SQLite transaction around DDL too: pysqlite only opens transactions before DML, so
+    a failed publish would otherwise leave its staging table behind."""
+    with engine.connect() as conn:
+        raw: Any = conn.connection.dbapi_connection
+        previous = raw.isolation_level
+        raw.isolation_level = None
+        try:
+            conn.exec_driver_sql("BEGIN")
+            try:
+                yield conn
+            except BaseException:
+                conn.exec_driver_sql("ROLLBACK")
+                raise
+            conn.exec_driver_sql("COMMIT")
+        finally:
+            raw.isolation_level = previous
+
+
+def _publish_mysql(
+    engine: sa.engine.Engine,
+    parts: Iterable[pd.DataFrame],
+    staging: sa.Table,
+    target: str,
+    schema: str | None,
+) -> int:
+    q = _qualifier(engine, schema)
+    rows = 0
+    staging.create(engine)
     try:
-        records = _records(frame)
+        for frame in parts:
+            _check_columns(frame, staging)
+            with engine.begin() as conn:
+                if len(frame):
+                    conn.execute(staging.insert(), _records(frame))
+            rows += len(frame)
+        old = f"{target}__dpsynth_old_{uuid.uuid4().hex[:8]}"
         with engine.begin() as conn:
-            for start in range(0, len(records), chunk_rows):
-                conn.execute(sa_staging.insert(), records[start : start + chunk_rows])
-        _swap(engine, staging=staging, target=target, schema=schema)
+            if sa.inspect(conn).has_table(target, schema=schema):
+                conn.exec_driver_sql(
+                    f"RENAME TABLE {q(target)} TO {q(old)}, {q(staging.name)} TO {q(target)}"
+                )
+                conn.exec_driver_sql(f"DROP TABLE {q(old)}")
+            else:
+                conn.exec_driver_sql(f"RENAME TABLE {q(staging.name)} TO {q(target)}")
     except BaseException:
         try:
-            sa_staging.drop(engine, checkfirst=True)
-        except Exception:  # the warehouse may be gone; the staging table is harmless
-            log.warning("could not drop staging table %s after a failed publish", staging)
+            staging.drop(engine, checkfirst=True)
+        except Exception:  # the warehouse may be gone; a leftover staging table is harmless
+            log.warning("could not drop staging table %s after a failed publish", staging.name)
         raise
+    return rows
 
 
-def _swap(engine: sa.engine.Engine, *, staging: str, target: str, schema: str | None) -> None:
-    q = lambda n: (f"{_quote(engine, schema)}." if schema else "") + _quote(engine, n)  # noqa: E731
-    old = f"{target}__dpsynth_old_{uuid.uuid4().hex[:8]}"
-    exists = sa.inspect(engine).has_table(target, schema=schema)
-    if engine.dialect.name in ("mysql", "mariadb"):
-        with engine.begin() as conn:
-            if exists:
-                conn.exec_driver_sql(f"RENAME TABLE {q(target)} TO {q(old)}, {q(staging)} TO {q(target)}")
-            else:
-                conn.exec_driver_sql(f"RENAME TABLE {q(staging)} TO {q(target)}")
-        if exists:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"DROP TABLE {q(old)}")
-        return
-    with engine.begin() as conn:
-        if exists:
-            conn.exec_driver_sql(f"DROP TABLE {q(target)}")
-        conn.exec_driver_sql(f"ALTER TABLE {q(staging)} RENAME TO {_quote(engine, target)}")
+def _qualifier(engine: sa.engine.Engine, schema: str | None) -> Callable[[str], str]:
+    prefix = f"{_quote(engine, schema)}." if schema else ""
+    return lambda name: prefix + _quote(engine, name)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
