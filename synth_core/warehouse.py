@@ -13,7 +13,7 @@ import contextlib
 import io
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +217,7 @@ def publish_table_atomically(
     nullable: dict[str, bool] | None = None,
     schema: str | None = None,
     comments: TableComments | None = None,
+    release: Mapping[str, Any] | None = None,
 ) -> int:
     """Replace ``target`` with the rows of ``chunks`` so that readers never see a partial table.
 
@@ -231,6 +232,10 @@ def publish_table_atomically(
     * MySQL/MariaDB (DDL commits implicitly): staging table filled first, then one atomic
       ``RENAME TABLE target TO old, staging TO target``; a failure before it drops the staging table.
 
+    ``release`` (keys of :func:`releases_table`'s columns) is appended to ``dpsynth_releases`` in the
+    target schema in the swap's transaction (MySQL: right after the rename), so "which release is
+    live, and since when" is a query away (dbt freshness uses it).
+
     Returns the number of rows published.
     """
     schema, target = split_table_name(target, schema)
@@ -240,10 +245,40 @@ def publish_table_atomically(
     staging_name = f"{target}__dpsynth_{uuid.uuid4().hex[:8]}"
     staging = _staging_table(staging_name, column_types, nullable or {}, schema, comments)
     if engine.dialect.name == "postgresql":
-        return _publish_postgres(engine, parts, staging, target, schema, comments)
+        return _publish_postgres(engine, parts, staging, target, schema, comments, release)
     if engine.dialect.name in ("mysql", "mariadb"):
-        return _publish_mysql(engine, parts, staging, target, schema)
-    return _publish_transactional(engine, parts, staging, target, schema)
+        return _publish_mysql(engine, parts, staging, target, schema, release)
+    return _publish_transactional(engine, parts, staging, target, schema, release)
+
+
+RELEASES_TABLE = "dpsynth_releases"
+
+
+def releases_table(schema: str | None = None) -> sa.Table:
+    """The release log kept beside published tables: one row per publish."""
+    return sa.Table(
+        RELEASES_TABLE,
+        sa.MetaData(),
+        sa.Column("synthetic_table", sa.String(512), nullable=False),
+        sa.Column("source_table", sa.String(512), nullable=False),
+        sa.Column("run_id", sa.String(512), nullable=False),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("row_count", sa.BigInteger, nullable=False),
+        sa.Column("epsilon", sa.Float, nullable=False),
+        sa.Column("delta", sa.Float, nullable=False),
+        sa.Column("generator", sa.String(128), nullable=False),
+        sa.Column("manifest_uri", sa.Text, nullable=True),
+        schema=schema,
+        comment="dpsynth: one row per published synthetic table release",
+    )
+
+
+def _record_release(conn: sa.Connection, schema: str | None, release: Mapping[str, Any] | None) -> None:
+    if release is None:
+        return
+    table = releases_table(schema)
+    table.create(conn, checkfirst=True)
+    conn.execute(table.insert(), [dict(release)])
 
 
 def _staging_table(
@@ -279,6 +314,7 @@ def _publish_postgres(
     target: str,
     schema: str | None,
     comments: TableComments | None,
+    release: Mapping[str, Any] | None,
 ) -> int:
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -332,9 +368,11 @@ def _publish_postgres(
                     for column in kept.columns:
                         if column.comment is not None:
                             conn.execute(sa.schema.SetColumnComment(column))
+                _record_release(conn, schema, release)
                 return rows
             savepoint.commit()
         conn.exec_driver_sql(f"ALTER TABLE {q(staging.name)} RENAME TO {_quote(engine, target)}")
+        _record_release(conn, schema, release)
     return rows
 
 
@@ -344,12 +382,13 @@ def _publish_transactional(
     staging: sa.Table,
     target: str,
     schema: str | None,
+    release: Mapping[str, Any] | None,
 ) -> int:
-    if engine.dialect.name == "sqlite":
-        with _sqlite_transaction(engine) as conn:
-            return _fill_and_swap(conn, engine, parts, staging, target, schema)
-    with engine.begin() as conn:
-        return _fill_and_swap(conn, engine, parts, staging, target, schema)
+    transaction = _sqlite_transaction(engine) if engine.dialect.name == "sqlite" else engine.begin()
+    with transaction as conn:
+        rows = _fill_and_swap(conn, engine, parts, staging, target, schema)
+        _record_release(conn, schema, release)
+        return rows
 
 
 def _fill_and_swap(
@@ -400,6 +439,7 @@ def _publish_mysql(
     staging: sa.Table,
     target: str,
     schema: str | None,
+    release: Mapping[str, Any] | None,
 ) -> int:
     q = _qualifier(engine, schema)
     rows = 0
@@ -420,6 +460,7 @@ def _publish_mysql(
                 conn.exec_driver_sql(f"DROP TABLE {q(old)}")
             else:
                 conn.exec_driver_sql(f"RENAME TABLE {q(staging.name)} TO {q(target)}")
+            _record_release(conn, schema, release)
     except BaseException:
         try:
             staging.drop(engine, checkfirst=True)

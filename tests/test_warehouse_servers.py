@@ -231,7 +231,16 @@ def test_postgres_dead_connection_mid_publish_keeps_the_previous_table(
         conn.execute(source.insert(), _rows(300))
     frame = read_table(engine, TableSpec.from_dict({**SPEC.to_dict(), "table": f"{schema}.people"}))
     types = {c.name: c.type for c in source.columns}
-    publish_table_atomically(engine, frame.head(42), target="synth", schema=schema, column_types=types)
+
+    def release(run: str, rows: int) -> dict[str, object]:
+        return {
+            "synthetic_table": "synth", "source_table": "people", "run_id": run, "row_count": rows,
+            "published_at": dt.datetime.now(dt.UTC), "epsilon": 1.0, "delta": 1e-6, "generator": "test",
+        }  # fmt: skip
+
+    publish_table_atomically(
+        engine, frame.head(42), target="synth", schema=schema, column_types=types, release=release("r1", 42)
+    )
     kill = (
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         "WHERE query LIKE 'COPY %%__dpsynth_%%' AND pid <> pg_backend_pid()"
@@ -243,13 +252,21 @@ def test_postgres_dead_connection_mid_publish_keeps_the_previous_table(
             target="synth",
             schema=schema,
             column_types=types,
+            release=release("r2", 300),
         )
     engine.dispose()
+    runs = f'SELECT run_id FROM "{schema}".dpsynth_releases ORDER BY published_at'
     with engine.connect() as conn:
         assert conn.exec_driver_sql(f'SELECT count(*) FROM "{schema}".synth').scalar_one() == 42
+        assert [r[0] for r in conn.exec_driver_sql(runs)] == ["r1"]  # the log rolled back with the table
     assert not [t for t in sa.inspect(engine).get_table_names(schema=schema) if "__dpsynth_" in t]
     # the retry completes the release
-    assert publish_table_atomically(engine, frame, target="synth", schema=schema, column_types=types) == 300
+    published = publish_table_atomically(
+        engine, frame, target="synth", schema=schema, column_types=types, release=release("r2", 300)
+    )
+    assert published == 300
+    with engine.connect() as conn:
+        assert [r[0] for r in conn.exec_driver_sql(runs)] == ["r1", "r2"]
 
 
 def test_mariadb_dead_connection_mid_publish_keeps_the_previous_table(
