@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from airflow.sdk import TaskGroup
+from airflow.sdk import AssetAlias, TaskGroup
 
 from synth_provider.operators.synthesize import (
     DEFAULT_GENERATOR,
@@ -37,6 +37,9 @@ def synthesize_table_task_group(
     generator_params: Mapping[str, Any] | None = None,
     num_rows: int | None = None,
     target_table: str | None = None,
+    target_schema: str | None = None,
+    dbt_source_name: str = "dpsynth",
+    dbt_project_dir: str | None = None,
     lifetime_epsilon: float | None = None,
     lifetime_delta: float | None = None,
     preprocessing_fraction: float = 0.1,
@@ -58,6 +61,10 @@ def synthesize_table_task_group(
             lifetime budget in the ledger).
         generator, generator_params: which DP generator, with its parameters.
         num_rows: synthetic rows (``None``: the table's DP row count).
+        target_table, target_schema: where the synthetic table is published (default: the
+            source's name in ``target_schema``, or ``{source_table}_synthetic`` without one).
+        dbt_source_name, dbt_project_dir: the dbt source the table is declared in, and a dbt
+            project to write its ``sources.yml`` into (it always goes to the object store too).
         target_table: synthetic table name (default ``{source_table}_synthetic``).
         lifetime_epsilon, lifetime_delta: the table's lifetime budget, granted once.
         task_kwargs: passed to every operator (``retries``, ``pool``, ``execution_timeout``...).
@@ -111,6 +118,19 @@ def synthesize_table_task_group(
             synthetic=sample.output,
             validation=validate.output,
             target_table=target_table,
+            target_schema=target_schema,
+            dbt_source_name=dbt_source_name,
+            dbt_project_dir=dbt_project_dir,
+            # the synthetic table's Asset URI depends on the connection, known at run time only:
+            # downstream DAGs schedule on this alias (or on the URI once it has been published)
+            outlets=[AssetAlias(synthetic_asset_alias(source_table, target_schema, target_table))],
             **common,
         )
     return group
+
+
+def synthetic_asset_alias(
+    source_table: str, target_schema: str | None = None, target_table: str | None = None
+) -> str:
+    """Name of the ``AssetAlias`` a refresh of ``source_table`` publishes its synthetic table under."""
+    return "dpsynth__" + "__".join(p for p in (source_table, target_schema, target_table) if p)

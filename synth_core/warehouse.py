@@ -193,19 +193,29 @@ class TableComments:
     columns: dict[str, str] = field(default_factory=dict)
 
 
-def asset_uri(engine: sa.engine.Engine, table: str, *, schema: str | None = None) -> str:
-    """The Airflow Asset URI of a warehouse table, in the scheme astronomer-cosmos uses for dbt
-    sources on Airflow 3 (the OpenLineage namespace, then ``database/schema/table``)."""
+def lineage_dataset(engine: sa.engine.Engine, table: str, *, schema: str | None = None) -> tuple[str, str]:
+    """``(namespace, name)`` of a warehouse table in OpenLineage's naming (e.g.
+    ``("postgres://host:5432", "db.schema.table")``)."""
     url = engine.url
     schema, table = split_table_name(table, schema)
     backend = url.get_backend_name()
     if backend == "postgresql":
-        return f"postgres://{url.host or 'localhost'}:{url.port or 5432}/{url.database}/{schema or 'public'}/{table}"
+        return (
+            f"postgres://{url.host or 'localhost'}:{url.port or 5432}",
+            f"{url.database}.{schema or 'public'}.{table}",
+        )
     if backend in ("mysql", "mariadb"):
-        return f"mysql://{url.host or 'localhost'}:{url.port or 3306}/{schema or url.database}/{table}"
+        return f"mysql://{url.host or 'localhost'}:{url.port or 3306}", f"{schema or url.database}.{table}"
     if backend == "sqlite":
-        return f"sqlite://{Path(url.database or '').resolve()}/main/{table}"
-    return f"{backend}://{url.host or ''}/{url.database or ''}/{schema or ''}/{table}"
+        return f"sqlite://{Path(url.database or '').resolve()}", f"main.{table}"
+    return f"{backend}://{url.host or ''}", ".".join(p for p in (url.database, schema, table) if p)
+
+
+def asset_uri(engine: sa.engine.Engine, table: str, *, schema: str | None = None) -> str:
+    """The Airflow Asset URI of a warehouse table, in the scheme astronomer-cosmos uses for dbt
+    sources on Airflow 3: the OpenLineage namespace, then the dotted name as a path."""
+    namespace, name = lineage_dataset(engine, table, schema=schema)
+    return f"{namespace}/{name.replace('.', '/')}"
 
 
 def publish_table_atomically(

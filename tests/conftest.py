@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from s3_server import s3_bucket, s3_server  # noqa: F401  (fixtures: a real SeaweedFS S3 server)
 
 REPO = Path(__file__).resolve().parent.parent
 ADULT_PATH = REPO / "data" / "adult" / "adult.data.gz"

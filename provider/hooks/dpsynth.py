@@ -130,21 +130,46 @@ class DPSynthHook(BaseHook):
         return root.rstrip("/")
 
     def get_object_store(self) -> ObjectStore:
+        """The object store; for ``s3://`` roots, credentials and endpoint from ``aws_conn_id``.
+
+        With the amazon provider installed its ``S3Hook`` resolves the connection (role
+        assumption, ``service_config.s3.endpoint_url``, profiles...); without it, the connection's
+        login/password are the key id/secret and its extra may hold ``endpoint_url`` and
+        ``region_name``. No ``aws_conn_id``: boto3's default credential chain.
+        """
         from synth_core.object_store import ObjectStore, S3Options
 
         if self.aws_conn_id is None:
             return ObjectStore()
+        try:
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        except ImportError:
+            return ObjectStore(self._s3_options_from_fields())
+        s3_hook = S3Hook(aws_conn_id=self.aws_conn_id)
+        creds = s3_hook.get_credentials()
+        return ObjectStore(
+            S3Options(
+                endpoint_url=s3_hook.conn_config.get_service_endpoint_url("s3"),
+                region_name=s3_hook.conn_region_name,
+                aws_access_key_id=creds.access_key,
+                aws_secret_access_key=creds.secret_key,
+                aws_session_token=creds.token,
+            )
+        )
+
+    def _s3_options_from_fields(self) -> Any:
+        from synth_core.object_store import S3Options
+
+        assert self.aws_conn_id is not None
         conn = self.get_connection(self.aws_conn_id)
         extra = conn.extra_dejson or {}
         s3_extra = (extra.get("service_config") or {}).get("s3") or {}
-        return ObjectStore(
-            S3Options(
-                endpoint_url=s3_extra.get("endpoint_url") or extra.get("endpoint_url"),
-                region_name=extra.get("region_name"),
-                aws_access_key_id=conn.login or extra.get("aws_access_key_id"),
-                aws_secret_access_key=conn.password or extra.get("aws_secret_access_key"),
-                aws_session_token=extra.get("aws_session_token"),
-            )
+        return S3Options(
+            endpoint_url=s3_extra.get("endpoint_url") or extra.get("endpoint_url"),
+            region_name=extra.get("region_name"),
+            aws_access_key_id=conn.login or extra.get("aws_access_key_id"),
+            aws_secret_access_key=conn.password or extra.get("aws_secret_access_key"),
+            aws_session_token=extra.get("aws_session_token"),
         )
 
     # -- ledger ----------------------------------------------------------------------------------

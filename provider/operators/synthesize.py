@@ -26,6 +26,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from synth_provider.hooks.dpsynth import DPSynthHook
+from synth_provider.lineage import LineageDataset, object_dataset, operator_lineage
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -107,6 +108,15 @@ class DPSynthBaseOperator(BaseOperator):
         """The task's work; dpsynth's non-retryable errors become ``AirflowFailException``."""
         raise NotImplementedError
 
+    #: (inputs, outputs) recorded by ``execute`` for OpenLineage
+    _lineage: tuple[list[LineageDataset], list[LineageDataset]] | None = None
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Inputs and outputs of the finished task (``None`` without the OpenLineage provider)."""
+        if self._lineage is None:
+            return None
+        return operator_lineage(*self._lineage)
+
     def get_hook(self) -> DPSynthHook:
         return DPSynthHook(
             warehouse_conn_id=self.warehouse_conn_id,
@@ -182,11 +192,12 @@ class ExtractTableOperator(DPSynthBaseOperator):
     def _execute(self, context: Context) -> dict[str, Any]:
         import numpy as np
         import pandas as pd
+        import pyarrow as pa
 
         from synth_core.errors import ParameterError, SourceTableError
         from synth_core.object_store import join_uri
         from synth_core.privacy import secret_seed
-        from synth_core.warehouse import iter_table_chunks
+        from synth_core.warehouse import iter_table_chunks, lineage_dataset
 
         if not (0.0 < float(self.holdout_fraction) < 0.9):
             raise ParameterError(f"holdout_fraction must be in (0, 0.9), got {self.holdout_fraction!r}")
@@ -207,28 +218,40 @@ class ExtractTableOperator(DPSynthBaseOperator):
         store = hook.get_object_store()
         staging = join_uri(hook.object_store_root(), "staging", spec.name, run_key(context["run_id"]))
         dtypes, chunks = iter_table_chunks(engine, spec, chunk_rows=int(self.chunk_rows))
+        schema = pa.Schema.from_pandas(
+            pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in dtypes.items()}),
+            preserve_index=False,
+        )
         rng = np.random.default_rng(secret_seed())
-        train_parts: list[pd.DataFrame] = []
-        holdout_parts: list[pd.DataFrame] = []
-        for chunk in chunks:
-            mask = rng.random(len(chunk)) < float(self.holdout_fraction)
-            holdout_parts.append(chunk[mask])
-            train_parts.append(chunk[~mask])
-        rows_train = sum(len(p) for p in train_parts)
-        rows_holdout = sum(len(p) for p in holdout_parts)
-        if rows_train + rows_holdout == 0:
-            raise SourceTableError(f"table {spec.name!r} is empty: there is nothing to synthesize")
-        if rows_train < 2 or rows_holdout < 1:
-            raise SourceTableError(
-                f"table {spec.name!r} has too few rows ({rows_train + rows_holdout}) to train and evaluate a DP generator"
-            )
-        train = pd.concat(train_parts, ignore_index=True)
-        holdout = pd.concat(holdout_parts, ignore_index=True)
+        train_uri = join_uri(staging, "train.parquet")
+        holdout_uri = join_uri(staging, "holdout.parquet")
+        rows_train = rows_holdout = 0
+        # rows stream chunk by chunk into two Parquet files: memory stays bounded by one chunk, and
+        # neither file appears unless the whole table was read
+        with (
+            store.open_parquet_writer(train_uri, schema) as train_out,
+            store.open_parquet_writer(holdout_uri, schema) as holdout_out,
+        ):
+            for chunk in chunks:
+                mask = rng.random(len(chunk)) < float(self.holdout_fraction)
+                holdout_out.write_frame(chunk[mask])
+                train_out.write_frame(chunk[~mask])
+                rows_holdout += int(mask.sum())
+                rows_train += int((~mask).sum())
+            if rows_train + rows_holdout == 0:
+                raise SourceTableError(f"table {spec.name!r} is empty: there is nothing to synthesize")
+            if rows_train < 2 or rows_holdout < 1:
+                raise SourceTableError(
+                    f"table {spec.name!r} has too few rows ({rows_train + rows_holdout}) to train and "
+                    "evaluate a DP generator"
+                )
         spec_uri = store.put_bytes(
             join_uri(staging, "spec.yaml"), spec.to_yaml().encode(), content_type="text/yaml"
         )
-        train_uri = store.write_parquet(join_uri(staging, "train.parquet"), train)
-        holdout_uri = store.write_parquet(join_uri(staging, "holdout.parquet"), holdout)
+        self._lineage = (
+            [lineage_dataset(engine, spec.name)],
+            [object_dataset(train_uri), object_dataset(holdout_uri)],
+        )
         self.log.info(
             "staged table %s: %d rows (%d train, %d holdout) under %s",
             spec.name,
@@ -589,17 +612,30 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
 
 
 class PublishSyntheticOperator(DPSynthBaseOperator):
-    """Publish a validated synthetic table: warehouse swap, Parquet, and a manifest written last.
+    """Publish a validated synthetic table: Parquet, warehouse swap, dbt sources, manifest last.
 
-    The warehouse table is written to a staging table and swapped in in one transaction, with
-    the source table's SQL column types; a failure leaves the previous synthetic table as it was.
-    The Parquet copy goes under a run-scoped key, and ``_manifest.json`` (schema, rows, ε, δ,
-    generator, run id, URIs) is written last, so readers never see a partial release.
+    Order, so that readers never see a partial release and a failure loses nothing:
+
+    1. the synthetic Parquet is copied under a run-scoped key (invisible until the manifest names it);
+    2. the warehouse table is replaced atomically (staging table + swap in one transaction, with the
+       source's column types, table/column comments saying it is synthetic with ε and the run id,
+       and a row in ``dpsynth_releases``); a failure leaves the previous table readable and intact;
+    3. ``sources.yml`` for dbt (to the object store and, optionally, into a dbt project);
+    4. ``_manifest.json`` (schema, rows, ε, δ, generator, run id, report URI), then
+       ``published/{table}/_latest.json`` pointing at it;
+    5. an Airflow Asset event for the synthetic table (URI in astronomer-cosmos's scheme) with rows,
+       ε and run id, through the task's ``AssetAlias`` outlet (set by the task-group builder).
 
     Args:
-        target_table: the synthetic table's name (default ``{source_table}_synthetic``).
+        target_table: the synthetic table's name. Default: the source table's name when
+            ``target_schema`` is given (a dbt project then switches by schema only), else
+            ``{source_table}_synthetic``.
+        target_schema: schema of the synthetic table (created on PostgreSQL if missing).
+        dbt_source_name: dbt source the table is declared in (``sources.yml``).
+        dbt_project_dir: a dbt project folder to also write ``models/dpsynth/<target>.yml`` into.
+        dbt_freshness: dbt freshness config (default: warn after 8 days, error after 15).
 
-    Returns (XCom): the manifest.
+    Returns (XCom): the manifest plus ``manifest_uri``.
     """
 
     template_fields: Sequence[str] = (
@@ -609,6 +645,8 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
         "synthetic",
         "validation",
         "target_table",
+        "target_schema",
+        "dbt_project_dir",
     )
 
     def __init__(
@@ -619,6 +657,10 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
         synthetic: Any,
         validation: Any,
         target_table: str | None = None,
+        target_schema: str | None = None,
+        dbt_source_name: str = "dpsynth",
+        dbt_project_dir: str | None = None,
+        dbt_freshness: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -627,13 +669,27 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
         self.synthetic = synthetic
         self.validation = validation
         self.target_table = target_table
+        self.target_schema = target_schema
+        self.dbt_source_name = dbt_source_name
+        self.dbt_project_dir = dbt_project_dir
+        self.dbt_freshness = dbt_freshness
 
     def _execute(self, context: Context) -> dict[str, Any]:
         import datetime as dt
+        from pathlib import Path
 
+        from synth_core.dbt import render_dbt_sources_yml
         from synth_core.errors import ValidationFailedError
+        from synth_core.generators import Synthesizer
         from synth_core.object_store import join_uri
-        from synth_core.warehouse import publish_table_atomically, reflect_table
+        from synth_core.warehouse import (
+            RELEASES_TABLE,
+            asset_uri,
+            lineage_dataset,
+            publish_table_atomically,
+            reflect_table,
+            split_table_name,
+        )
 
         staged = self._manifest(self.staged, "staged")
         model = self._manifest(self.model, "model")
@@ -642,21 +698,79 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
         if not validation.get("success"):
             raise ValidationFailedError("the synthetic table did not pass validation; nothing is published")
         table = staged["source_table"]
-        target = self.target_table or f"{table}_synthetic"
+        source_schema, source_name = split_table_name(table)
+        schema = self.target_schema or None
+        target = self.target_table or (source_name if schema else f"{source_name}_synthetic")
+        run_id = context["run_id"]
         hook = self.get_hook()
         store = hook.get_object_store()
         engine = hook.get_warehouse_engine()
-        frame = store.read_parquet(synthetic["synthetic_uri"])
-        source = reflect_table(engine, table)
+        published = join_uri(hook.object_store_root(), "published", table, run_key(run_id))
+        manifest_uri = join_uri(published, "_manifest.json")
+        published_at = dt.datetime.now(dt.UTC)
+
+        # 1. Parquet under the run key (no reader looks there before the manifest exists)
+        parquet_uri = store.copy(synthetic["synthetic_uri"], join_uri(published, f"{target}.parquet"))
+        frame = store.read_parquet(parquet_uri)
+
+        # 2. the warehouse swap, comments and release log in one transaction
+        transformer = Synthesizer.load(model["model_uri"], store=store).transformer_
+        assert transformer is not None
+        source = reflect_table(engine, source_name, schema=source_schema)
         types = {c.name: c.type for c in source.columns if c.name in frame.columns}
         nullable = {c.name: bool(c.nullable) for c in source.columns if c.name in frame.columns}
-        publish_table_atomically(engine, frame, target=target, column_types=types, nullable=nullable)
-        published = join_uri(hook.object_store_root(), "published", table, run_key(context["run_id"]))
-        parquet_uri = store.write_parquet(join_uri(published, f"{target.split('.')[-1]}.parquet"), frame)
+        release = {
+            "synthetic_table": target, "source_table": table, "run_id": run_id, "published_at": published_at,
+            "row_count": len(frame), "epsilon": float(model["epsilon"]), "delta": float(model["delta"]),
+            "generator": str(model["generator"]), "manifest_uri": manifest_uri,
+        }  # fmt: skip
+        publish_table_atomically(
+            engine,
+            (frame.iloc[start : start + 50_000] for start in range(0, len(frame), 50_000)),
+            target=target,
+            schema=schema,
+            column_types=types,
+            nullable=nullable,
+            comments=_synthetic_comments(transformer.spec, release),
+            release=release,
+        )
+
+        # 3. dbt sources
+        q = engine.dialect.identifier_preparer.quote
+        releases = f"{q(schema)}.{q(RELEASES_TABLE)}" if schema else q(RELEASES_TABLE)
+        dbt_release = {
+            **{k: release[k] for k in ("epsilon", "delta", "generator", "run_id", "source_table")},
+            "report_uri": validation.get("report_uri"),
+            "manifest_uri": manifest_uri,
+            "published_at": published_at.isoformat(),
+        }
+        sources_yml = render_dbt_sources_yml(
+            spec=transformer.spec,
+            source_name=self.dbt_source_name,
+            database=engine.url.database if engine.dialect.name == "postgresql" else None,
+            schema=schema
+            or ("main" if engine.dialect.name == "sqlite" else (engine.url.database or "public")),
+            table=target,
+            release=dbt_release,
+            domains=transformer.dp_domains(),
+            loaded_at_query=(f"select max(published_at) from {releases} where synthetic_table = '{target}'"),
+            freshness=self.dbt_freshness,
+        )
+        sources_uri = store.put_bytes(
+            join_uri(published, "sources.yml"), sources_yml.encode(), content_type="text/yaml"
+        )
+        if self.dbt_project_dir:
+            dbt_file = Path(self.dbt_project_dir) / "models" / "dpsynth" / f"{target}.yml"
+            dbt_file.parent.mkdir(parents=True, exist_ok=True)
+            dbt_file.write_text(sources_yml, encoding="utf-8")
+
+        # 4. the manifest, written last, then the pointer to it
+        uri = asset_uri(engine, target, schema=schema)
         manifest = {
             "source_table": table,
-            "synthetic_table": target,
+            "synthetic_table": f"{schema}.{target}" if schema else target,
             "warehouse": engine.url.render_as_string(hide_password=True),
+            "asset_uri": uri,
             "rows": len(frame),
             "rows_source": staged["rows_total"],
             "schema": [{"name": n, "dtype": str(t)} for n, t in frame.dtypes.items()],
@@ -664,26 +778,68 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
             "delta": model["delta"],
             "target_epsilon": model.get("target_epsilon"),
             "generator": model["generator"],
-            "run_id": context["run_id"],
+            "run_id": run_id,
             "model_uri": model["model_uri"],
             "parquet_uri": parquet_uri,
+            "sources_yml_uri": sources_uri,
             "report_uri": validation.get("report_uri"),
             "validation_uri": validation.get("validation_uri"),
             "metrics": validation.get("metrics", {}),
-            "published_at": dt.datetime.now(dt.UTC).isoformat(),
+            "published_at": published_at.isoformat(),
         }
-        manifest_uri = join_uri(published, "_manifest.json")
+        body = json.dumps(manifest, indent=1).encode()
+        store.put_bytes(manifest_uri, body, content_type="application/json")
         store.put_bytes(
-            manifest_uri, json.dumps(manifest, indent=1).encode(), content_type="application/json"
+            join_uri(hook.object_store_root(), "published", table, "_latest.json"),
+            json.dumps({"manifest_uri": manifest_uri, **manifest}, indent=1).encode(),
+            content_type="application/json",
+        )
+
+        # 5. lineage and the Asset event
+        self._lineage = (
+            [lineage_dataset(engine, source_name, schema=source_schema)],
+            [lineage_dataset(engine, target, schema=schema), object_dataset(parquet_uri)],
+        )
+        self._emit_asset_event(
+            context,
+            uri,
+            {"rows": len(frame), "epsilon": model["epsilon"], "delta": model["delta"], "run_id": run_id},
         )
         self.log.info(
-            "published %d synthetic rows of %s as table %s (ε=%.4f, δ=%.3g); parquet %s; manifest %s",
-            len(frame),
-            table,
-            target,
-            model["epsilon"],
-            model["delta"],
-            parquet_uri,
-            manifest_uri,
-        )
+            "published %d synthetic rows of %s as %s (ε=%.4f, δ=%.3g); parquet %s; manifest %s; asset %s",
+            len(frame), table, manifest["synthetic_table"], model["epsilon"], model["delta"], parquet_uri,
+            manifest_uri, uri,
+        )  # fmt: skip
         return {**manifest, "manifest_uri": manifest_uri}
+
+    def _emit_asset_event(self, context: Context, uri: str, extra: dict[str, Any]) -> None:
+        from airflow.sdk import Asset, AssetAlias
+
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        for outlet in self.outlets:
+            if isinstance(outlet, AssetAlias):
+                events[outlet].add(Asset(uri=uri), extra=extra)
+            elif isinstance(outlet, Asset) and outlet.uri == uri:
+                events[outlet].extra = extra
+
+
+def _synthetic_comments(spec: TableSpec, release: Mapping[str, Any]) -> Any:
+    """Warehouse comments saying the table is synthetic, with ε, δ, generator and run id."""
+    from synth_core.warehouse import TableComments
+
+    stamp = (
+        f"ε={float(release['epsilon']):.4g}, δ={float(release['delta']):.3g}, generator {release['generator']}, "
+        f"run {release['run_id']}"
+    )
+    columns = {
+        c.name: f"Synthetic ({c.kind.value}), differentially private; {stamp}."
+        + (f" {c.description}" if c.description else "")
+        for c in spec.output_columns
+    }
+    table = (
+        f"SYNTHETIC data (differentially private) replacing {release['source_table']}; no row is a real "
+        f"record. {stamp}. Published by dpsynth."
+    )
+    return TableComments(table, columns)
