@@ -682,3 +682,21 @@ class ObjectStore:
             self._stream_to(uri, spool)
             spool.seek(0)
             return pq.read_table(spool).to_pandas()
+
+    def iter_parquet(self, uri: str, *, batch_rows: int = 50_000) -> Iterator[pd.DataFrame]:
+        """A Parquet object as DataFrames of at most ``batch_rows`` rows (memory bounded by one
+        batch; S3 objects are spooled to a local temporary file first)."""
+        import pyarrow.parquet as pq
+
+        scheme, _, key = self._split(uri)
+        if scheme == "file":
+            if not Path(key).is_file():
+                raise FileNotFoundError(f"no object at {uri}")
+            for batch in pq.ParquetFile(key).iter_batches(batch_size=batch_rows):
+                yield batch.to_pandas()
+            return
+        with tempfile.SpooledTemporaryFile(max_size=self.spool_bytes, prefix="dpsynth-read-") as spool:
+            self._stream_to(uri, spool)
+            spool.seek(0)
+            for batch in pq.ParquetFile(spool).iter_batches(batch_size=batch_rows):
+                yield batch.to_pandas()

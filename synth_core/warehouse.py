@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from synth_core.errors import ParameterError, SourceTableError, SpecError
+from synth_core.errors import ParameterError, SourceTableError, SpecError, ValidationFailedError
 from synth_core.spec import ColumnKind, ColumnSpec, TableSpec, sql_type_allows
 
 log = logging.getLogger(__name__)
@@ -228,6 +228,7 @@ def publish_table_atomically(
     schema: str | None = None,
     comments: TableComments | None = None,
     release: Mapping[str, Any] | None = None,
+    expected_rows: int | None = None,
 ) -> int:
     """Replace ``target`` with the rows of ``chunks`` so that readers never see a partial table.
 
@@ -246,12 +247,14 @@ def publish_table_atomically(
     target schema in the swap's transaction (MySQL: right after the rename), so "which release is
     live, and since when" is a query away (dbt freshness uses it).
 
+    ``expected_rows``: when given, a different number of rows aborts the publish before the swap.
+
     Returns the number of rows published.
     """
     schema, target = split_table_name(target, schema)
     if schema is not None and engine.dialect.name == "sqlite":
         raise ParameterError(f"SQLite warehouses have no schemas: publish {target!r} without target_schema")
-    parts = [chunks] if isinstance(chunks, pd.DataFrame) else chunks
+    parts = _counted([chunks] if isinstance(chunks, pd.DataFrame) else chunks, expected_rows, target)
     staging_name = f"{target}__dpsynth_{uuid.uuid4().hex[:8]}"
     staging = _staging_table(staging_name, column_types, nullable or {}, schema, comments)
     if engine.dialect.name == "postgresql":
@@ -259,6 +262,18 @@ def publish_table_atomically(
     if engine.dialect.name in ("mysql", "mariadb"):
         return _publish_mysql(engine, parts, staging, target, schema, release)
     return _publish_transactional(engine, parts, staging, target, schema, release)
+
+
+def _counted(parts: Iterable[pd.DataFrame], expected: int | None, target: str) -> Iterator[pd.DataFrame]:
+    """Pass chunks through; once exhausted (always before the swap), check the row count."""
+    rows = 0
+    for frame in parts:
+        rows += len(frame)
+        yield frame
+    if expected is not None and rows != expected:
+        raise ValidationFailedError(
+            f"table {target!r}: {rows} rows to publish but {expected} were validated; nothing was published"
+        )
 
 
 RELEASES_TABLE = "dpsynth_releases"

@@ -88,3 +88,19 @@ def test_publish_swaps_atomically_and_a_failure_keeps_the_previous_table(engine,
     second = adult_frame.tail(10)
     publish_table_atomically(engine, second, target="adult_synthetic", column_types=types, nullable=nullable)
     assert len(pd.read_sql_table("adult_synthetic", engine)) == 10
+
+
+def test_a_row_count_other_than_the_validated_one_publishes_nothing(engine, adult_frame) -> None:  # type: ignore[no-untyped-def]
+    from synth_core.errors import ValidationFailedError
+
+    write_frame_to_table(engine, adult_frame.head(50), adult_table())
+    types = {c.name: c.type for c in reflect_table(engine, "adult").columns}
+    publish_table_atomically(
+        engine, adult_frame.head(20), target="synth", column_types=types, expected_rows=20
+    )
+    with pytest.raises(ValidationFailedError, match="19 rows to publish but 20 were validated"):
+        publish_table_atomically(
+            engine, adult_frame.head(19), target="synth", column_types=types, expected_rows=20
+        )
+    assert len(pd.read_sql_table("synth", engine)) == 20
+    assert not [n for n in sa.inspect(engine).get_table_names() if "__dpsynth_" in n]

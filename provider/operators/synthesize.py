@@ -711,28 +711,31 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
 
         # 1. Parquet under the run key (no reader looks there before the manifest exists)
         parquet_uri = store.copy(synthetic["synthetic_uri"], join_uri(published, f"{target}.parquet"))
-        frame = store.read_parquet(parquet_uri)
 
-        # 2. the warehouse swap, comments and release log in one transaction
+        # 2. the warehouse swap, comments and release log in one transaction; rows stream from
+        #    the Parquet row groups, so memory stays bounded by one batch
         transformer = Synthesizer.load(model["model_uri"], store=store).transformer_
         assert transformer is not None
+        columns = list(transformer.output_dtypes)
+        rows = int(synthetic["rows"])
         source = reflect_table(engine, source_name, schema=source_schema)
-        types = {c.name: c.type for c in source.columns if c.name in frame.columns}
-        nullable = {c.name: bool(c.nullable) for c in source.columns if c.name in frame.columns}
+        types = {c.name: c.type for c in source.columns if c.name in columns}
+        nullable = {c.name: bool(c.nullable) for c in source.columns if c.name in columns}
         release = {
             "synthetic_table": target, "source_table": table, "run_id": run_id, "published_at": published_at,
-            "row_count": len(frame), "epsilon": float(model["epsilon"]), "delta": float(model["delta"]),
+            "row_count": rows, "epsilon": float(model["epsilon"]), "delta": float(model["delta"]),
             "generator": str(model["generator"]), "manifest_uri": manifest_uri,
         }  # fmt: skip
         publish_table_atomically(
             engine,
-            (frame.iloc[start : start + 50_000] for start in range(0, len(frame), 50_000)),
+            store.iter_parquet(parquet_uri),
             target=target,
             schema=schema,
             column_types=types,
             nullable=nullable,
             comments=_synthetic_comments(transformer.spec, release),
             release=release,
+            expected_rows=rows,  # the Parquet under the run key must be what was validated
         )
 
         # 3. dbt sources
@@ -771,9 +774,9 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
             "synthetic_table": f"{schema}.{target}" if schema else target,
             "warehouse": engine.url.render_as_string(hide_password=True),
             "asset_uri": uri,
-            "rows": len(frame),
+            "rows": rows,
             "rows_source": staged["rows_total"],
-            "schema": [{"name": n, "dtype": str(t)} for n, t in frame.dtypes.items()],
+            "schema": [{"name": n, "dtype": t} for n, t in transformer.output_dtypes.items()],
             "epsilon": model["epsilon"],
             "delta": model["delta"],
             "target_epsilon": model.get("target_epsilon"),
@@ -803,11 +806,11 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
         self._emit_asset_event(
             context,
             uri,
-            {"rows": len(frame), "epsilon": model["epsilon"], "delta": model["delta"], "run_id": run_id},
+            {"rows": rows, "epsilon": model["epsilon"], "delta": model["delta"], "run_id": run_id},
         )
         self.log.info(
             "published %d synthetic rows of %s as %s (ε=%.4f, δ=%.3g); parquet %s; manifest %s; asset %s",
-            len(frame), table, manifest["synthetic_table"], model["epsilon"], model["delta"], parquet_uri,
+            rows, table, manifest["synthetic_table"], model["epsilon"], model["delta"], parquet_uri,
             manifest_uri, uri,
         )  # fmt: skip
         return {**manifest, "manifest_uri": manifest_uri}
