@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from synth_core.errors import SpecError
+from synth_core.rules import Rule
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -172,12 +173,15 @@ class TableSpec:
         columns: every column of the source table, in order.
         target: optional label column used for the train-synthetic-test-real utility metric.
         description: free text for published metadata.
+        rules: semantic rules every synthetic row satisfies (:mod:`synth_core.rules`): sampling
+            enforces the critical ones, validation checks all of them.
     """
 
     name: str
     columns: tuple[ColumnSpec, ...]
     target: str | None = None
     description: str | None = None
+    rules: tuple[Rule, ...] = ()
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -200,6 +204,19 @@ class TableSpec:
             if tcol.kind not in (ColumnKind.CATEGORICAL, ColumnKind.BOOLEAN):
                 raise SpecError(
                     f"table {self.name!r}: target {self.target!r} must be categorical or boolean, not {tcol.kind}"
+                )
+        rules = tuple(self.rules)
+        object.__setattr__(self, "rules", rules)
+        outputs = {c.name for c in self.output_columns}
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.name in seen:
+                raise SpecError(f"table {self.name!r}: rule {rule.name!r} is declared twice")
+            seen.add(rule.name)
+            missing = [c for c in rule.columns if c not in outputs]
+            if missing:
+                raise SpecError(
+                    f"table {self.name!r}, rule {rule.name!r}: columns {missing} are not columns of the synthetic table"
                 )
 
     # -- access -----------------------------------------------------------------------------------
@@ -235,6 +252,8 @@ class TableSpec:
         if self.target is not None:
             out["target"] = self.target
         out["columns"] = [c.to_dict() for c in self.columns]
+        if self.rules:
+            out["rules"] = [r.to_dict() for r in self.rules]
         return out
 
     def to_yaml(self) -> str:
@@ -244,7 +263,7 @@ class TableSpec:
     def from_dict(cls, raw: Mapping[str, Any]) -> TableSpec:
         if not isinstance(raw, Mapping):
             raise SpecError("a table spec must be a mapping with 'table' and 'columns'")
-        unknown = set(raw) - {"table", "columns", "target", "description"}
+        unknown = set(raw) - {"table", "columns", "target", "description", "rules"}
         if unknown:
             raise SpecError(f"unknown top-level keys in table spec: {sorted(unknown)}")
         if "table" not in raw or "columns" not in raw:
@@ -257,6 +276,7 @@ class TableSpec:
             columns=tuple(ColumnSpec.from_dict(c) for c in cols),
             target=raw.get("target"),
             description=raw.get("description"),
+            rules=tuple(Rule.from_dict(r) for r in raw.get("rules") or ()),
         )
 
     @classmethod

@@ -31,12 +31,15 @@ from synth_core.dp_training import ProgressCallback
 from synth_core.errors import BundleError, ParameterError
 from synth_core.object_store import ObjectStore
 from synth_core.privacy import PrivacyAccountant, PrivacyBudget, secret_seed
+from synth_core.rules import RuleUnsatisfiableError
 from synth_core.spec import TableSpec
 from synth_core.transformer import TableTransformer, fit_transformer_under_dp
 
 BUNDLE_FORMAT = "dpsynth-model-bundle"
 BUNDLE_VERSION = 1
 SAMPLE_CHUNK_ROWS = 50_000
+#: below this share of sampled rows satisfying the rules, sampling gives up (the model has not learned them)
+MIN_RULE_ACCEPTANCE = 0.005
 
 _REGISTRY: dict[str, type[Synthesizer]] = {}
 
@@ -142,21 +145,49 @@ class Synthesizer(ABC):
             raise ParameterError(f"generator {self.name!r} is not fitted: call fit() or load() first")
         return self.transformer_
 
-    def sample(self, n: int, *, seed: int | None = None) -> pd.DataFrame:
-        """``n`` synthetic rows with the source's columns, order and dtypes. Spends no budget."""
+    def sample(self, n: int, *, seed: int | None = None, max_rounds: int = 40) -> pd.DataFrame:
+        """``n`` synthetic rows with the source's columns, order and dtypes. Spends no budget.
+
+        Critical rules of the spec are enforced by rejection: rows that violate one are dropped
+        and more are drawn, in at most ``max_rounds`` rounds of at most 50k rows (post-processing,
+        so no budget). A rule the model cannot satisfy raises :class:`RuleUnsatisfiableError`
+        naming it and the share of rows that satisfied the rules.
+        """
         transformer = self._require_fitted()
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ParameterError(f"num_rows must be an integer >= 0, got {n!r}")
         rng = np.random.default_rng(seed)
-        parts = []
-        for start in range(0, int(n), SAMPLE_CHUNK_ROWS):
-            rows = min(SAMPLE_CHUNK_ROWS, int(n) - start)
-            parts.append(
-                transformer.inverse_transform(self._sample_matrix(rows, rng), rng, first_id=start + 1)
+        rules = [r for r in transformer.spec.rules if r.severity == "critical"]
+        parts: list[pd.DataFrame] = []
+        have = drawn = kept = rounds = 0
+        violations: dict[str, int] = {r.name: 0 for r in rules}
+        while have < n:
+            if rounds == max_rounds or (drawn >= 20_000 and kept < MIN_RULE_ACCEPTANCE * drawn):
+                raise _unsatisfiable(transformer.spec.name, drawn, kept, violations)
+            rounds += 1
+            want = int(n) - have
+            acceptance = kept / drawn if drawn else 1.0
+            batch = (
+                want if not rules else max(int(want / max(acceptance, MIN_RULE_ACCEPTANCE) * 1.1) + 16, 1_000)
             )
+            frame = transformer.inverse_transform(
+                self._sample_matrix(min(batch, SAMPLE_CHUNK_ROWS), rng), rng
+            )
+            if rules:
+                ok = np.ones(len(frame), dtype=bool)
+                for rule in rules:
+                    holds = rule.evaluate(frame)
+                    violations[rule.name] += int((~holds).sum())
+                    ok &= holds
+                drawn += len(frame)
+                kept += int(ok.sum())
+                frame = frame[ok]
+            parts.append(frame.iloc[:want])
+            have += len(parts[-1])
         if not parts:
             return transformer.inverse_transform(np.zeros((0, transformer.output_dim), dtype=np.float32), rng)
-        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+        return transformer.with_surrogate_keys(out, rng)
 
     # -- bundles ---------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -224,6 +255,16 @@ class Synthesizer(ABC):
         except FileNotFoundError:
             raise BundleError(f"model bundle not found: {uri}") from None
         return Synthesizer.from_bytes(data)
+
+
+def _unsatisfiable(table: str, drawn: int, kept: int, violations: dict[str, int]) -> RuleUnsatisfiableError:
+    worst = max(violations, key=lambda name: violations[name])
+    share = kept / drawn if drawn else 0.0
+    return RuleUnsatisfiableError(
+        f"table {table!r}: the model cannot satisfy its rules: of {drawn} sampled rows {kept} ({share:.2%}) "
+        f"satisfied every rule; rule {worst!r} failed most ({violations[worst]} rows). Give the generator more "
+        "epochs or budget, or relax the rule"
+    )
 
 
 def _json_default(value: Any) -> Any:
