@@ -553,6 +553,46 @@ def dcr_share(
     }
 
 
+def membership_inference_auc(
+    synth: pd.DataFrame,
+    real_train: pd.DataFrame,
+    real_holdout: pd.DataFrame,
+    spec: TableSpec,
+    max_rows: int = 5000,
+    max_synthetic_rows: int = 50_000,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, Any]:
+    """ROC AUC of a distance-based membership-inference attack on the synthetic table.
+
+    The attacker holds the synthetic table and a candidate record, and guesses "the record was in
+    the training data" the closer it lies to its nearest synthetic row (score = −distance in the
+    :class:`TableEncoder` rank space fit on ``real_train``). Candidates: ``m = min(len(holdout),
+    max_rows)`` training rows (members) and as many holdout rows (non-members). 0.5 means the
+    synthetic table tells members from non-members no better than chance; → 1 means it leaks
+    membership (a table of copied rows scores ≈ the share of members it copied).
+
+    Returns:
+        ``{"auc": float, "n_members": int, "n_synthetic": int}``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    names = metric_columns(spec, real_train)
+    m = min(len(real_train), len(real_holdout), max_rows)
+    if m == 0 or len(synth) == 0:
+        raise ValueError("membership_inference_auc needs non-empty synthetic, training and holdout frames")
+    members = _subsample(real_train, m, rng)
+    non_members = _subsample(real_holdout, m, rng)
+    reference = _subsample(synth, max_synthetic_rows, rng)
+    enc = TableEncoder(spec, names, numeric="rank").fit(real_train)
+    ref = enc.transform(reference)
+    d_in = _nearest(ref, enc.transform(members), 1)[:, 0]
+    d_out = _nearest(ref, enc.transform(non_members), 1)[:, 0]
+    labels = np.concatenate([np.ones(m), np.zeros(m)])
+    auc = float(roc_auc_score(labels, -np.concatenate([d_in, d_out])))
+    return {"auc": auc, "n_members": int(m), "n_synthetic": len(reference)}
+
+
 def nndr(
     synth: pd.DataFrame,
     real_train: pd.DataFrame,
@@ -700,7 +740,8 @@ def evaluate_release(
     lower is better; real = ``real_train``), ``tstr_auc`` (train-synthetic-test-real AUC on
     ``real_holdout``), ``trtr_auc`` (train-real-test-real baseline) — both ``None`` without a
     target —, ``dcr_share`` (≈0.5 ideal, → 1 memorisation), ``dcr_median_train`` and
-    ``dcr_median_holdout``, ``nndr_mean`` and ``nndr_p05`` (0..1, near 0 flags copies), and
+    ``dcr_median_holdout``, ``nndr_mean`` and ``nndr_p05`` (0..1, near 0 flags copies),
+    ``attack_auc`` (distance-based membership inference, 0.5 ideal, → 1 leaks membership), and
     ``rows_real_train``, ``rows_real_holdout``, ``rows_synthetic``.
 
     Cost is bounded by subsampling with fixed seeds: at most ``max_pairs`` 2-way marginals, at
@@ -711,6 +752,9 @@ def evaluate_release(
     tstr = tstr_auc(synth, real_holdout, spec, real_train=real_train, seed=seed)
     dcr = dcr_share(synth, real_train, real_holdout, spec, max_rows=max_distance_rows, seed=seed)
     nn = nndr(synth, real_train, spec, max_rows=max_distance_rows, seed=seed)
+    mia = membership_inference_auc(
+        synth, real_train, real_holdout, spec, max_rows=max_distance_rows, seed=seed
+    )
     return {
         "tvd_1way_mean": t1["mean"],
         "tvd_1way_max": t1["max"],
@@ -723,6 +767,7 @@ def evaluate_release(
         "dcr_median_holdout": dcr["median_dcr_holdout"],
         "nndr_mean": nn["mean"],
         "nndr_p05": nn["p05"],
+        "attack_auc": mia["auc"],
         "rows_real_train": len(real_train),
         "rows_real_holdout": len(real_holdout),
         "rows_synthetic": len(synth),
@@ -737,6 +782,7 @@ __all__ = [
     "evaluate_release",
     "marginal_tvd_1way",
     "marginal_tvd_2way",
+    "membership_inference_auc",
     "metric_columns",
     "nndr",
     "tstr_auc",

@@ -33,6 +33,7 @@ from synth_core.mechanisms import (
     dp_discover_categories,
     dp_quantile_bins,
     dp_range,
+    noisy_counts,
 )
 from synth_core.privacy import PrivacyAccountant
 from synth_core.spec import ColumnKind, ColumnSpec, TableSpec
@@ -71,6 +72,7 @@ class ColumnTransform:
     categories: list[Any] | None = None
     has_other: bool = False
     category_weights: list[float] | None = None
+    null_fraction: float = 0.0
     spans: list[Span] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -85,6 +87,7 @@ class ColumnTransform:
             "categories": _jsonable_list(self.categories),
             "has_other": self.has_other,
             "category_weights": self.category_weights,
+            "null_fraction": self.null_fraction,
         }
 
     @classmethod
@@ -100,6 +103,7 @@ class ColumnTransform:
             categories=raw.get("categories"),
             has_other=raw.get("has_other", False),
             category_weights=raw.get("category_weights"),
+            null_fraction=float(raw.get("null_fraction", 0.0)),
         )
 
     @property
@@ -216,13 +220,11 @@ class TableTransformer:
         return codes
 
     # -- inverse ---------------------------------------------------------------------------------
-    def inverse_transform(
-        self, matrix: NDArray[np.float32], rng: np.random.Generator, *, first_id: int = 1
-    ) -> pd.DataFrame:
+    def inverse_transform(self, matrix: NDArray[np.float32], rng: np.random.Generator) -> pd.DataFrame:
         """Decode a matrix whose softmax spans are one-hot (or scores: argmax is taken).
 
         Returns a frame with exactly the source's output columns, order and pandas dtypes; id
-        columns get fresh surrogate keys (integers from ``first_id``, or random opaque strings).
+        columns get fresh surrogate keys (see :meth:`with_surrogate_keys`).
         ``rng`` resamples the "other" category slot.
         """
         n = matrix.shape[0]
@@ -231,7 +233,7 @@ class TableTransformer:
         for cspec in self.spec.output_columns:
             dtype = self.output_dtypes[cspec.name]
             if cspec.kind == ColumnKind.ID:
-                decoded[cspec.name] = _surrogate_keys(n, dtype, rng, first_id)
+                decoded[cspec.name] = _surrogate_keys(n, dtype, rng)
                 continue
             col = by_name[cspec.name]
             if col.is_continuous:
@@ -268,7 +270,22 @@ class TableTransformer:
         idx = np.where(codes == null_code, k, np.minimum(codes, k))
         return _cast(pd.Series(cats[idx], dtype=object), col.dtype)
 
+    def with_surrogate_keys(self, frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+        """``frame`` with its id columns renumbered: integers 1..n, or random opaque strings."""
+        ids = [c.name for c in self.spec.output_columns if c.kind == ColumnKind.ID]
+        if not ids:
+            return frame
+        out = frame.copy()
+        for name in ids:
+            out[name] = _surrogate_keys(len(out), self.output_dtypes[name], rng).to_numpy()
+            out[name] = out[name].astype(self.output_dtypes[name])
+        return out
+
     # -- what the model may emit (for validation) ------------------------------------------------
+    def dp_null_rates(self) -> dict[str, float]:
+        """DP estimate of the NULL fraction of every nullable modelled column."""
+        return {c.name: c.null_fraction for c in self.columns if c.nullable}
+
     def dp_domains(self) -> dict[str, list[Any]]:
         """Category domains discovered under DP (columns whose domain is not public)."""
         return {c.name: list(c.categories) for c in self.columns if c.categories is not None and c.has_other}
@@ -337,7 +354,7 @@ def fit_transformer_under_dp(
     if len(frame) == 0:
         raise SourceTableError(f"table {spec.name!r} has no rows to learn from")
     needs_dp = [c for c in spec.modelled_columns if _needs_dp(c)]
-    n_discovery = sum(1 for c in needs_dp if c.kind == ColumnKind.CATEGORICAL)
+    n_discovery = sum(1 for c in needs_dp if c.kind == ColumnKind.CATEGORICAL and c.categories is None)
     rho_each = accountant.preprocessing_rho / (len(needs_dp) + 1)
     row_count = dp_count(len(frame), rho_each, rng)
     accountant.spend_gaussian("row_count", rho_each)
@@ -349,10 +366,6 @@ def fit_transformer_under_dp(
         dtype = str(series.dtype)
         if cspec.kind in (ColumnKind.NUMERIC, ColumnKind.INTEGER, ColumnKind.DATETIME):
             fitted.append(_fit_continuous(series, cspec, dtype, rho_each, accountant, rng))
-        elif cspec.kind == ColumnKind.BOOLEAN:
-            fitted.append(
-                ColumnTransform(cspec.name, cspec.kind, dtype, cspec.nullable, categories=[False, True])
-            )
         else:
             fitted.append(
                 _fit_categorical(spec.name, series, cspec, dtype, rho_each, delta_each, accountant, rng)
@@ -362,9 +375,9 @@ def fit_transformer_under_dp(
 
 
 def _needs_dp(c: ColumnSpec) -> bool:
-    if c.kind in (ColumnKind.NUMERIC, ColumnKind.INTEGER, ColumnKind.DATETIME):
-        return True  # the quantile histogram is always learned from data
-    return c.kind == ColumnKind.CATEGORICAL and c.categories is None
+    # every modelled column has a DP marginal: quantile histograms for continuous columns, noisy
+    # counts for categorical/boolean ones (public domain or discovered), each with its NULL cell
+    return c.is_modelled
 
 
 def _fit_continuous(
@@ -393,10 +406,19 @@ def _fit_continuous(
         low, high = public
         rho_hist = rho
     col.bins = dp_quantile_bins(values, low, high, integer=col.integer, rho=rho_hist, rng=rng)
+    if cspec.nullable:
+        # NULL is one more cell of the same histogram (a row is in exactly one cell): no extra budget
+        noisy_null = max(float(noisy_counts(np.array([series.isna().sum()]), rho_hist, rng)[0]), 0.0)
+        noisy_present = max(float(noisy_counts(np.array([len(values)]), rho_hist, rng)[0]), 0.0)
+        col.null_fraction = _fraction(noisy_null, noisy_present)
     accountant.spend_gaussian(
         f"quantiles:{cspec.name}", rho_hist, column=cspec.name, bins=int(col.bins.mass.size)
     )
     return col
+
+
+def _fraction(part: float, rest: float) -> float:
+    return part / (part + rest) if part + rest > 0 else 0.0
 
 
 def _public_bounds(cspec: ColumnSpec, col: ColumnTransform) -> tuple[float, float] | None:
@@ -423,8 +445,22 @@ def _fit_categorical(
     rng: np.random.Generator,
 ) -> ColumnTransform:
     col = ColumnTransform(cspec.name, cspec.kind, dtype, cspec.nullable)
-    if cspec.categories is not None:
-        col.categories = [_coerce_category(v, dtype, cspec) for v in cspec.categories]
+    noisy_null = float(noisy_counts(np.array([series.isna().sum()]), rho, rng)[0]) if cspec.nullable else 0.0
+    domain = [False, True] if cspec.kind == ColumnKind.BOOLEAN else cspec.categories
+    if domain is not None:
+        # a public domain: a noisy histogram over it (+ NULL) gives the DP marginal and null rate
+        col.categories = [_coerce_category(v, dtype, cspec) for v in domain]
+        present = series.dropna()
+        lookup = {_norm_key(v): i for i, v in enumerate(col.categories)}
+        counts = np.zeros(len(col.categories), dtype=np.int64)
+        for v in present.to_numpy(dtype=object):
+            i = lookup.get(_norm_key(v))
+            if i is not None:
+                counts[i] += 1
+        noisy = np.clip(noisy_counts(counts, rho, rng), 0.0, None)
+        col.category_weights = noisy.tolist()
+        col.null_fraction = _fraction(max(noisy_null, 0.0), float(noisy.sum()))
+        accountant.spend_gaussian(f"marginal:{cspec.name}", rho, column=cspec.name)
         return col
     found = dp_discover_categories(series.dropna().tolist(), rho, delta, rng)
     accountant.spend_thresholded(
@@ -439,6 +475,8 @@ def _fit_categorical(
     col.categories = [v.item() if isinstance(v, np.generic) else v for v in ordered]
     col.category_weights = [max(found[v], 0.0) for v in ordered]
     col.has_other = True
+    # NULL is a known key of the same Gaussian mechanism (always released, never thresholded)
+    col.null_fraction = _fraction(max(noisy_null, 0.0), float(sum(col.category_weights)))
     return col
 
 
@@ -502,9 +540,9 @@ def _norm_key(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _surrogate_keys(n: int, dtype: str, rng: np.random.Generator, first_id: int) -> pd.Series:
+def _surrogate_keys(n: int, dtype: str, rng: np.random.Generator) -> pd.Series:
     if dtype.lower().startswith(("int", "uint")):
-        return pd.Series(np.arange(first_id, first_id + n, dtype=np.int64)).astype(dtype)
+        return pd.Series(np.arange(1, n + 1, dtype=np.int64)).astype(dtype)
     hexes = [f"syn-{v:016x}" for v in rng.integers(0, 2**63 - 1, size=n, dtype=np.int64)]
     return pd.Series(hexes, dtype=dtype if dtype != "object" else "str")
 

@@ -286,3 +286,13 @@ def test_metrics_handle_datetime_boolean_and_nullable_dtypes(parts: dict[str, pd
     assert len(names) == 8 and np.isfinite(mat).all()
     ix = {n: i for i, n in enumerate(names)}
     assert mat[ix["age"], ix["birth"]] < -0.95  # older ⇒ earlier birth date (Pearson over datetimes)
+
+
+def test_membership_inference_auc_flags_copies_and_not_fresh_rows(parts: dict[str, pd.DataFrame]) -> None:
+    from synth_core.metrics import membership_inference_auc
+
+    spec = adult_spec()
+    copied = membership_inference_auc(parts["train"], parts["train"], parts["holdout"], spec)["auc"]
+    independent = membership_inference_auc(parts["fresh"], parts["train"], parts["holdout"], spec)["auc"]
+    assert copied > 0.9
+    assert abs(independent - 0.5) < 0.05

@@ -105,11 +105,12 @@ def test_every_estimate_is_charged_and_composes_within_budget() -> None:
     fit_transformer_under_dp(frame, spec, acc, np.random.default_rng(0))
     names = [s.name for s in acc.spends]
     # amount: no public bounds → range + quantiles; count: quantiles; color: discovery;
-    # when/stamp: quantiles (+ a range for stamp); the row count
+    # when/stamp: quantiles (+ a range for stamp); booleans: a marginal; the row count
     assert "range:amount" in names and "quantiles:amount" in names
     assert "range:stamp" in names and "range:when" not in names
     assert "categories:color" in names and "row_count" in names
-    assert not any(n.endswith((":flag", ":maybe", ":id", ":ignored")) for n in names)
+    assert "marginal:flag" in names and "marginal:maybe" in names
+    assert not any(n.endswith((":id", ":ignored")) for n in names)  # ids and drops are not modelled
     total_rho = sum(s.details["rho"] for s in acc.spends)
     assert total_rho == pytest.approx(acc.preprocessing_rho)
     assert acc.epsilon() < 1.0
@@ -167,6 +168,21 @@ def test_empty_frame_is_refused() -> None:
         fit_transformer_under_dp(
             frame.iloc[:0], spec, PrivacyAccountant(PrivacyBudget(1.0, 1e-6)), np.random.default_rng(0)
         )
+
+
+def test_dp_null_rates_and_marginals_track_the_data() -> None:
+    frame, spec = _mixed_frame(n=20_000)
+    tf = fit_transformer_under_dp(
+        frame, spec, PrivacyAccountant(PrivacyBudget(3.0, 1e-6)), np.random.default_rng(1)
+    )
+    rates = tf.dp_null_rates()
+    assert set(rates) == {"count", "color", "maybe"}  # the nullable modelled columns
+    for name, rate in rates.items():
+        assert abs(rate - frame[name].isna().mean()) < 0.01, name
+    flag = next(c for c in tf.columns if c.name == "flag")
+    assert flag.category_weights is not None
+    share_true = flag.category_weights[1] / sum(flag.category_weights)
+    assert abs(share_true - frame["flag"].mean()) < 0.01
 
 
 def test_state_is_json_and_round_trips() -> None:
