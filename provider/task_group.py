@@ -32,6 +32,7 @@ def synthesize_table_task_group(
     source_table: str,
     spec: str | Mapping[str, Any],
     epsilon: float,
+    source_query: str | None = None,
     delta: float = 1e-6,
     generator: str = DEFAULT_GENERATOR,
     generator_params: Mapping[str, Any] | None = None,
@@ -57,6 +58,8 @@ def synthesize_table_task_group(
     Args:
         source_table: the sensitive warehouse table.
         spec: TableSpec (YAML path, YAML string or mapping).
+        source_query: a SQL ``SELECT`` read instead of the table (``source_table`` still names
+            the dataset: ledger, object paths, published table).
         epsilon, delta: privacy target of each refresh (each run spends it from the table's
             lifetime budget in the ledger).
         generator, generator_params: which DP generator, with its parameters.
@@ -84,6 +87,7 @@ def synthesize_table_task_group(
         extract = ExtractTableOperator(
             task_id="extract",
             source_table=source_table,
+            source_query=source_query,
             spec=spec,
             holdout_fraction=holdout_fraction,
             epsilon=epsilon,

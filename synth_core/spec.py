@@ -360,8 +360,8 @@ def kind_for_sql_type(sql_type: sa.types.TypeEngine[Any]) -> ColumnKind:
 def sql_type_allows(kind: ColumnKind, sql_type: sa.types.TypeEngine[Any]) -> bool:
     import sqlalchemy as sa
 
-    if kind in (ColumnKind.ID, ColumnKind.DROP):
-        return True
+    if kind in (ColumnKind.ID, ColumnKind.DROP) or isinstance(sql_type, sa.types.NullType):
+        return True  # an untyped query column: its values are checked when read
     if kind == ColumnKind.INTEGER:
         return isinstance(sql_type, sa.Integer | sa.Numeric) and not isinstance(sql_type, sa.Boolean)
     if kind == ColumnKind.NUMERIC:

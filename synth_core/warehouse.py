@@ -145,25 +145,108 @@ def iter_table_chunks(
     *,
     schema: str | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    query: str | None = None,
 ) -> tuple[dict[str, str], Iterator[pd.DataFrame]]:
     """Check the catalog, then stream the table as DataFrames of at most ``chunk_rows`` rows.
 
+    With ``query`` (a SQL ``SELECT``), its result set is read instead of the table ``spec.name``;
+    its column types come from the catalog through a temporary view where the warehouse has them
+    (PostgreSQL, SQLite), else from the spec's kinds.
+
     Returns ``(dtypes, chunks)``; dtypes are decided before reading (see :func:`pandas_dtype_for`).
     """
-    sa_table = reflect_table(engine, spec.name, schema=schema)
-    check_catalog_against_spec(sa_table, spec)
-    dtypes = source_dtypes(sa_table, spec)
-    query = sa.select(*[sa_table.c[name] for name in dtypes])
+    statement: sa.Executable
+    if query is None:
+        sa_table = reflect_table(engine, spec.name, schema=schema)
+        check_catalog_against_spec(sa_table, spec)
+        dtypes = source_dtypes(sa_table, spec)
+        statement = sa.select(*[sa_table.c[name] for name in dtypes])
+    else:
+        sa_table = query_columns(engine, query, spec)
+        check_catalog_against_spec(sa_table, spec)
+        dtypes = source_dtypes(sa_table, spec)
+        inner = (
+            sa.text(query).columns(*[sa.column(c.name) for c in sa_table.columns]).subquery("dpsynth_source")
+        )
+        statement = sa.select(*[inner.c[name] for name in dtypes])
 
     def chunks() -> Iterator[pd.DataFrame]:
         with engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
+            result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(statement)
             keys = list(result.keys())
             for part in result.partitions(chunk_rows):
                 raw = pd.DataFrame.from_records([tuple(r) for r in part], columns=keys)
                 yield coerce_frame(raw, dtypes, spec)
 
     return dtypes, chunks()
+
+
+def query_columns(engine: sa.engine.Engine, query: str, spec: TableSpec) -> sa.Table:
+    """The result columns of ``query`` as a (detached) ``Table``: names and, where the warehouse
+    can say (a temporary view on PostgreSQL/SQLite), catalog types; else untyped (NullType)."""
+    from synth_core.errors import SourceTableError
+
+    name = f"dpsynth_query_{uuid.uuid4().hex[:8]}"
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name in ("postgresql", "sqlite"):
+                conn.exec_driver_sql(f"CREATE TEMPORARY VIEW {name} AS {query}")
+                schema = None if engine.dialect.name == "sqlite" else _temp_schema(conn)
+                columns = sa.inspect(conn).get_columns(name, schema=schema)
+                conn.exec_driver_sql(f"DROP VIEW {name}")
+                conn.rollback()
+                return sa.Table(
+                    spec.name,
+                    sa.MetaData(),
+                    *[sa.Column(c["name"], c["type"], nullable=c["nullable"]) for c in columns],
+                )
+            result = conn.execute(sa.text(f"SELECT * FROM ({query}) dpsynth_q WHERE 1 = 0"))
+            description = list(result.cursor.description or []) if result.cursor is not None else []
+    except sa.exc.DBAPIError as exc:
+        raise SourceTableError(
+            f"the source query of table {spec.name!r} failed in the warehouse ({exc.orig.__class__.__name__})"
+        ) from None
+    mysql = engine.dialect.name in ("mysql", "mariadb")
+
+    def sql_type(type_code: Any) -> sa.types.TypeEngine[Any]:
+        known = _MYSQL_FIELD_TYPES.get(int(type_code)) if mysql and isinstance(type_code, int) else None
+        return known() if known is not None else sa.types.NullType()
+
+    return sa.Table(spec.name, sa.MetaData(), *[sa.Column(d[0], sql_type(d[1])) for d in description])
+
+
+#: MySQL protocol field types (``cursor.description`` type codes) → SQLAlchemy types
+_MYSQL_FIELD_TYPES: dict[int, type[sa.types.TypeEngine[Any]]] = {
+    1: sa.SmallInteger, 2: sa.SmallInteger, 3: sa.Integer, 8: sa.BigInteger, 9: sa.Integer, 13: sa.SmallInteger,
+    4: sa.Float, 5: sa.Float, 0: sa.Numeric, 246: sa.Numeric,
+    10: sa.Date, 7: sa.DateTime, 12: sa.DateTime,
+    15: sa.String, 253: sa.String, 254: sa.String, 252: sa.Text,
+}  # fmt: skip
+
+
+def _temp_schema(conn: sa.Connection) -> str:
+    return str(
+        conn.exec_driver_sql("SELECT nspname FROM pg_namespace WHERE oid = pg_my_temp_schema()").scalar_one()
+    )
+
+
+def column_types_for_spec(spec: TableSpec, dtypes: Mapping[str, str]) -> dict[str, sa.types.TypeEngine[Any]]:
+    """Generic SQL types for publishing a table that has no source table to copy types from
+    (a query source): one per output column, from its kind and extracted dtype."""
+    out: dict[str, sa.types.TypeEngine[Any]] = {}
+    for c in spec.output_columns:
+        dtype = dtypes[c.name]
+        if dtype in ("int64", "Int64"):
+            out[c.name] = sa.BigInteger()
+        elif dtype == "float64":
+            out[c.name] = sa.Float()
+        elif dtype in ("bool", "boolean"):
+            out[c.name] = sa.Boolean()
+        elif dtype.startswith("datetime64"):
+            out[c.name] = sa.Date() if c.resolution == "day" else sa.DateTime(timezone="UTC" in dtype)
+        else:
+            out[c.name] = sa.Text()
+    return out
 
 
 def read_table(engine: sa.engine.Engine, spec: TableSpec, *, schema: str | None = None) -> pd.DataFrame:

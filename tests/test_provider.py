@@ -159,3 +159,42 @@ def test_exhausted_budget_fails_before_reading_data(dpsynth_home: Path, adult_fr
     message = str(err.value)
     assert "'adult'" in message and "remaining epsilon 2" in message and "requests epsilon 3" in message
     assert _staged_files(dpsynth_home) == []
+
+
+@pytest.mark.slow
+def test_a_source_query_runs_the_whole_refresh(dpsynth_home: Path, adult_frame) -> None:  # type: ignore[no-untyped-def]
+    from synth_core.datasets import adult_table, write_frame_to_table
+    from synth_provider.operators.synthesize import (
+        ExtractTableOperator,
+        PublishSyntheticOperator,
+        SampleSynthesizerOperator,
+        TrainSynthesizerOperator,
+        ValidateSyntheticOperator,
+    )
+
+    engine = _warehouse(dpsynth_home)
+    write_frame_to_table(engine, adult_frame.head(3_000), adult_table())
+    ctx = {"run_id": "query-run"}
+    staged = ExtractTableOperator(
+        task_id="extract", source_table="adult", spec=str(ADULT_SPEC_PATH),
+        source_query="SELECT * FROM adult WHERE hours_per_week >= 40",
+    ).execute(ctx)  # fmt: skip
+    assert staged["source_is_query"] and staged["rows_total"] == int(
+        (adult_frame.head(3_000).hours_per_week >= 40).sum()
+    )
+    model = TrainSynthesizerOperator(
+        task_id="train", staged=staged, epsilon=3.0, lifetime_epsilon=10.0,
+        generator_params={"epochs": 1, "hidden": [32]},
+    ).execute(ctx)  # fmt: skip
+    synthetic = SampleSynthesizerOperator(task_id="sample", model=model, num_rows=777).execute(ctx)
+    validation = ValidateSyntheticOperator(
+        task_id="validate", staged=staged, model=model, synthetic=synthetic, compute_metrics=False
+    ).execute(ctx)
+    manifest = PublishSyntheticOperator(
+        task_id="publish", staged=staged, model=model, synthetic=synthetic, validation=validation
+    ).execute(ctx)
+    assert manifest["rows"] == 777
+    cols = {c["name"]: str(c["type"]) for c in sa.inspect(engine).get_columns("adult_synthetic")}
+    assert cols["age"] == "BIGINT" and cols["workclass"] == "TEXT"  # generic types from the spec
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM adult_synthetic").scalar_one() == 777

@@ -310,3 +310,31 @@ def test_asset_uris_follow_the_cosmos_scheme(pg: tuple[sa.engine.Engine, str]) -
     assert asset_uri(engine, "adult", schema="synthetic") == "postgres://127.0.0.1:5432/test/synthetic/adult"
     lite = sa.create_engine("sqlite:////tmp/w.db")
     assert asset_uri(lite, "adult_synthetic") == "sqlite:///tmp/w.db/main/adult_synthetic"
+
+
+@pytest.mark.parametrize("server", ["pg", "maria"])
+def test_a_source_query_streams_with_catalog_or_spec_types(
+    server: str, request: pytest.FixtureRequest
+) -> None:
+    engine, schema = request.getfixturevalue(server)
+    source = _typed_table(schema if server == "pg" else None)
+    source.create(engine)
+    with engine.begin() as conn:
+        conn.execute(source.insert(), _rows(300))
+    table = f"{schema}.people" if server == "pg" else "people"
+    query = f"SELECT * FROM {table} WHERE age >= 30"
+    spec = TableSpec.from_dict({**SPEC.to_dict(), "table": "adults_over_30"})
+    dtypes, chunks = iter_table_chunks(engine, spec, query=query, chunk_rows=100)
+    frame = pd.concat(list(chunks), ignore_index=True)
+    expected = read_table(engine, TableSpec.from_dict({**SPEC.to_dict(), "table": table}))
+    expected = expected[expected["age"] >= 30].reset_index(drop=True)
+    assert dtypes == {c: str(t) for c, t in expected.dtypes.items()}
+    pd.testing.assert_frame_equal(frame.sort_values("person_id").reset_index(drop=True), expected)
+    # a query the spec does not fit fails before streaming, naming the column
+    bad = TableSpec.from_dict({**SPEC.to_dict(), "table": "x"})
+    from synth_core.errors import SourceTableError, SpecError
+
+    with pytest.raises((SourceTableError, SpecError), match=r"person_id|columns"):
+        iter_table_chunks(engine, bad, query=f"SELECT age FROM {table}")
+    with pytest.raises(SourceTableError, match="the source query of table 'x' failed"):
+        iter_table_chunks(engine, bad, query="SELECT nope FROM nowhere")

@@ -146,6 +146,8 @@ class ExtractTableOperator(DPSynthBaseOperator):
     Args:
         source_table: the table to synthesize (``schema.table`` allowed).
         spec: TableSpec as a YAML path, YAML string or mapping; its ``table`` must be ``source_table``.
+        source_query: a SQL ``SELECT`` to read instead of the table (e.g. a join or a filter);
+            ``source_table`` then names the dataset in the ledger, paths and the published table.
         holdout_fraction: share of rows kept out of training for privacy/utility evaluation.
         epsilon, delta: the planned spend, checked against the ledger (optional here; the train
             task reserves it).
@@ -160,6 +162,7 @@ class ExtractTableOperator(DPSynthBaseOperator):
     template_fields: Sequence[str] = (
         *DPSynthBaseOperator.template_fields,
         "source_table",
+        "source_query",
         "spec",
         "epsilon",
         "delta",
@@ -171,6 +174,7 @@ class ExtractTableOperator(DPSynthBaseOperator):
         *,
         source_table: str,
         spec: str | Mapping[str, Any],
+        source_query: str | None = None,
         holdout_fraction: float = 0.2,
         epsilon: float | None = None,
         delta: float | None = None,
@@ -182,6 +186,7 @@ class ExtractTableOperator(DPSynthBaseOperator):
         super().__init__(**kwargs)
         self.source_table = source_table
         self.spec = spec
+        self.source_query = source_query
         self.holdout_fraction = holdout_fraction
         self.epsilon = epsilon
         self.delta = delta
@@ -217,7 +222,9 @@ class ExtractTableOperator(DPSynthBaseOperator):
         engine = hook.get_warehouse_engine()
         store = hook.get_object_store()
         staging = join_uri(hook.object_store_root(), "staging", spec.name, run_key(context["run_id"]))
-        dtypes, chunks = iter_table_chunks(engine, spec, chunk_rows=int(self.chunk_rows))
+        dtypes, chunks = iter_table_chunks(
+            engine, spec, chunk_rows=int(self.chunk_rows), query=self.source_query or None
+        )
         schema = pa.Schema.from_pandas(
             pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in dtypes.items()}),
             preserve_index=False,
@@ -249,7 +256,7 @@ class ExtractTableOperator(DPSynthBaseOperator):
             join_uri(staging, "spec.yaml"), spec.to_yaml().encode(), content_type="text/yaml"
         )
         self._lineage = (
-            [lineage_dataset(engine, spec.name)],
+            [] if self.source_query else [lineage_dataset(engine, spec.name)],
             [object_dataset(train_uri), object_dataset(holdout_uri)],
         )
         self.log.info(
@@ -271,6 +278,7 @@ class ExtractTableOperator(DPSynthBaseOperator):
             "rows_holdout": rows_holdout,
             "holdout_fraction": float(self.holdout_fraction),
             "dtypes": dtypes,
+            "source_is_query": bool(self.source_query),
         }
 
 
@@ -685,6 +693,7 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
         from synth_core.warehouse import (
             RELEASES_TABLE,
             asset_uri,
+            column_types_for_spec,
             lineage_dataset,
             publish_table_atomically,
             reflect_table,
@@ -718,9 +727,13 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
         assert transformer is not None
         columns = list(transformer.output_dtypes)
         rows = int(synthetic["rows"])
-        source = reflect_table(engine, source_name, schema=source_schema)
-        types = {c.name: c.type for c in source.columns if c.name in columns}
-        nullable = {c.name: bool(c.nullable) for c in source.columns if c.name in columns}
+        if staged.get("source_is_query"):  # no source table to copy SQL types from
+            types = column_types_for_spec(transformer.spec, transformer.output_dtypes)
+            nullable = {c.name: c.nullable for c in transformer.spec.output_columns}
+        else:
+            source = reflect_table(engine, source_name, schema=source_schema)
+            types = {c.name: c.type for c in source.columns if c.name in columns}
+            nullable = {c.name: bool(c.nullable) for c in source.columns if c.name in columns}
         release = {
             "synthetic_table": target, "source_table": table, "run_id": run_id, "published_at": published_at,
             "row_count": rows, "epsilon": float(model["epsilon"]), "delta": float(model["delta"]),
@@ -800,7 +813,9 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
 
         # 5. lineage and the Asset event
         self._lineage = (
-            [lineage_dataset(engine, source_name, schema=source_schema)],
+            []
+            if staged.get("source_is_query")
+            else [lineage_dataset(engine, source_name, schema=source_schema)],
             [lineage_dataset(engine, target, schema=schema), object_dataset(parquet_uri)],
         )
         self._emit_asset_event(
