@@ -1,8 +1,9 @@
 """The result of validating a synthetic table: plain, JSON-safe, free of cell values.
 
 :class:`ValidationOutcome` is what the validate task logs, pushes (as ``to_dict()``) and turns into
-an error message. It carries expectation names, column names, dtype names, counts and
-percentages only: never a value read from a cell of the table.
+an error message. It carries expectation names, column names, rule names and expressions, dtype
+names, counts, percentages and release-level aggregates (null rates, privacy metrics and their
+thresholds) only: never a value read from a cell of the table.
 """
 
 from __future__ import annotations
@@ -22,18 +23,28 @@ class ExpectationResult:
 
     Attributes:
         expectation_type: GX snake-case name, e.g. ``expect_column_values_to_be_in_set``.
-        column: the column it checks; ``None`` for table-level expectations.
+        column: the column it checks; ``None`` for table-level, rule and privacy expectations.
         success: whether it held (``False`` as well when it could not be evaluated).
         severity: ``"critical"`` (fails the release) or ``"warning"`` (reported only).
-        summary: one human sentence naming the column and the expectation, with counts and
-            percentages of unexpected values, dtype or column names; never a cell value.
-        check: which family of check it belongs to (``columns``, ``type``, ``not_null``,
-            ``domain``, ``range``, ``unique``, ``row_count``).
+        summary: one human sentence naming the column, rule or privacy threshold and the
+            expectation, with counts and percentages of unexpected values or rows, dtype or column
+            names, or an aggregate and its threshold; never a cell value.
+        check: which family of check it belongs to (see :data:`synth_expectations.CHECKS`:
+            ``columns``, ``type``, ``not_null``, ``domain``, ``range``, ``unique``, ``row_count``,
+            ``rule``, ``null_rate``, ``privacy``, ``custom``).
         evaluated: ``False`` when the expectation was not run (its column is missing or has the
-            wrong dtype) or raised an error; such an expectation counts as failed.
-        unexpected_count: rows that broke a per-row expectation (``None`` for others).
+            wrong dtype, a rule's column is, a privacy metric is unknown) or raised an error; such
+            an expectation counts as failed.
+        unexpected_count: rows that broke a per-row expectation (``None`` for others); for a rule,
+            the rows that violate it.
         unexpected_percent: the same as a percentage of the rows checked (non-null rows for
-            domain, range and uniqueness checks; all rows for the NULL check).
+            domain, range and uniqueness checks; all rows for the NULL check and rules).
+        rule: the rule's name (``rule`` family only).
+        metric: the release metric checked (``privacy`` family only: ``dcr_share``,
+            ``nndr_mean``, ``attack_auc`` or ``epsilon``).
+        observed: the observed aggregate: the privacy metric's value, or a column's NULL
+            fraction (``null_rate`` family); ``None`` for other families.
+        threshold: the privacy threshold the metric was compared with (``privacy`` family only).
     """
 
     expectation_type: str
@@ -45,10 +56,19 @@ class ExpectationResult:
     evaluated: bool = True
     unexpected_count: int | None = None
     unexpected_percent: float | None = None
+    rule: str | None = None
+    metric: str | None = None
+    observed: float | None = None
+    threshold: float | None = None
+
+    @property
+    def family(self) -> str:
+        """The check family (the same as :attr:`check`)."""
+        return self.check
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict of the fields."""
-        return asdict(self)
+        """A JSON-safe dict of the fields, plus ``family`` (the same as ``check``)."""
+        return {**asdict(self), "family": self.check}
 
 
 @dataclass(frozen=True)
@@ -59,7 +79,7 @@ class ValidationOutcome:
         success: ``True`` when every *critical* expectation held (warnings do not fail).
         results: one :class:`ExpectationResult` per expectation of the suite, in suite order.
         statistics: counts (evaluated / successful / failed / critical and warning failures /
-            not evaluated), the frame's shape and the run time in seconds.
+            not evaluated, and per family), the frame's shape and the run time in seconds.
         data_docs_index: path of the Data Docs ``index.html`` when Data Docs were built.
     """
 
@@ -72,8 +92,13 @@ class ValidationOutcome:
         """The results that did not hold (critical and warning), in suite order."""
         return [r for r in self.results if not r.success]
 
+    def warnings(self) -> list[ExpectationResult]:
+        """The failed (or not evaluated) *warning*-severity results, in suite order."""
+        return [r for r in self.results if not r.success and r.severity != "critical"]
+
     def failure_message(self, table: str) -> str:
-        """One line per failed critical expectation, each naming the table, column and expectation.
+        """One line per failed critical expectation, each naming the table and the column, rule or
+        threshold at fault.
 
         Returns an empty string when no critical expectation failed.
         """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import subprocess
@@ -10,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
-from conftest import ADULT_PATH
+from conftest import ADULT_PATH, ADULT_SPEC_PATH
 
 from synth_core.datasets import (
     ADULT_COLUMNS,
@@ -21,9 +23,11 @@ from synth_core.datasets import (
     load_adult_frame,
 )
 from synth_core.errors import ParameterError, SpecError
+from synth_core.rules import Rule
 from synth_core.spec import ColumnKind, ColumnSpec, TableSpec
 from synth_expectations import (
     CHECKS,
+    PrivacyThresholds,
     ValidationOutcome,
     build_expectation_suite,
     validate_frame,
@@ -183,14 +187,14 @@ def _corrupt(frame: pd.DataFrame, what: str) -> pd.DataFrame:
     return bad
 
 
-CORRUPTIONS = {
+CORRUPTIONS: dict[str, set[tuple[str | None, str]]] = {
     "dtype": {("fnlwgt", "expect_column_type_to_be")},
     "domain": {("sex", "expect_column_values_to_be_in_set")},
     "null": {("race", "expect_column_values_to_not_be_null")},
     "bounds": {("age", "expect_column_values_to_be_between")},
     "order": {(None, "expect_table_columns_to_match_ordered_list")},
 }
-NAMED = {
+NAMED: dict[str, list[str]] = {
     "dtype": ["fnlwgt"],
     "domain": ["sex"],
     "null": ["race"],
@@ -407,3 +411,431 @@ def test_gx_exception_text_is_withheld(
         assert MARKER not in text
     with pytest.raises(ParameterError, match="not built by"):
         validate_suite(frame, gx.ExpectationSuite(name="foreign"))
+
+
+# ------------------------------------------------------------------------------------------------
+# the release gate on the real spec (dags/specs/adult.yaml): semantic rules, NULL rates, privacy
+# thresholds, user expectations
+
+RULE_VIOLATIONS = {"husband_is_male": 1, "wife_is_female": 2}  # measured on the real adult.data
+FAILING_METRICS = {
+    "dcr_share": 0.97,
+    "attack_auc": 0.9,
+    "nndr_mean": 0.1,
+    "epsilon": 3.5,
+    "target_epsilon": 3,
+}
+PASSING_METRICS = {
+    "dcr_share": 0.50,
+    "attack_auc": 0.52,
+    "nndr_mean": 0.8,
+    "epsilon": 2.99,
+    "target_epsilon": 3,
+}
+
+
+@pytest.fixture(scope="module")
+def adult_spec() -> TableSpec:
+    return TableSpec.from_yaml(ADULT_SPEC_PATH)
+
+
+@pytest.fixture(scope="module")
+def clean(adult: pd.DataFrame, adult_spec: TableSpec) -> pd.DataFrame:
+    """Adult without the 3 rows that break a rule of the spec."""
+    holds = np.ones(len(adult), dtype=bool)
+    for rule in adult_spec.rules:
+        holds &= rule.evaluate(adult)
+    assert int((~holds).sum()) == sum(RULE_VIOLATIONS.values())
+    return adult[holds].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def small(clean: pd.DataFrame) -> pd.DataFrame:
+    return clean.head(2000).copy()
+
+
+def _by_rule(outcome: ValidationOutcome) -> dict[str, Any]:
+    return {r.rule: r for r in outcome.results if r.check == "rule"}
+
+
+def test_suite_holds_rules_and_privacy(adult_spec: TableSpec, dtypes: dict[str, str]) -> None:
+    suite = build_expectation_suite(
+        adult_spec,
+        dtypes,
+        privacy_thresholds=PrivacyThresholds(),
+        null_rates={"workclass": 0.05},
+        warning_checks={"null_rate"},
+    )
+    rules = [e for e in suite.expectations if e.meta.get("dpsynth_check") == "rule"]
+    assert [(e.column, list(e.value_set), e.meta["dpsynth_rule"]) for e in rules] == [
+        (f"rule__{r.name}", [True], r.name) for r in adult_spec.rules
+    ]
+    assert rules[0].meta["dpsynth_expr"] == "relationship == 'Husband' -> sex == 'Male'"
+    assert all(str(e.severity.value) == "critical" for e in rules)
+    privacy = {e.column: e for e in suite.expectations if e.meta.get("dpsynth_check") == "privacy"}
+    assert set(privacy) == {"dcr_share", "nndr_mean", "attack_auc", "epsilon"}
+    assert privacy["dcr_share"].max_value == 0.52 and privacy["nndr_mean"].min_value == 0.5
+    assert privacy["attack_auc"].expectation_type == "expect_column_max_to_be_between"
+    assert privacy["epsilon"].max_value == {"$PARAMETER": "target_epsilon"}  # the release's target
+    (rate,) = [e for e in suite.expectations if e.meta.get("dpsynth_check") == "null_rate"]
+    assert (rate.column, rate.min_value, rate.max_value) == ("workclass", 0.9, 1.0)
+    assert str(rate.severity.value) == "warning"
+    assert set(CHECKS) >= {"rule", "null_rate", "privacy", "custom"}
+    fixed = build_expectation_suite(adult_spec, dtypes, privacy_thresholds=PrivacyThresholds(max_epsilon=2))
+    assert next(e for e in fixed.expectations if getattr(e, "column", "") == "epsilon").max_value == 2.0
+    # a rule declared as a warning, or the whole family downgraded
+    soft = dataclasses.replace(
+        adult_spec, rules=(Rule("husband_is_male", rules[0].meta["dpsynth_expr"], "warning"),)
+    )
+    (soft_rule,) = [
+        e for e in build_expectation_suite(soft, dtypes).expectations if e.meta.get("dpsynth_rule")
+    ]
+    assert str(soft_rule.severity.value) == "warning"
+    downgraded = build_expectation_suite(adult_spec, dtypes, warning_checks={"rule"})
+    assert all(
+        str(e.severity.value) == "warning" for e in downgraded.expectations if e.meta.get("dpsynth_rule")
+    )
+
+
+def test_real_adult_breaks_two_rules(
+    adult: pd.DataFrame, clean: pd.DataFrame, adult_spec: TableSpec, dtypes: dict[str, str]
+) -> None:
+    started = time.perf_counter()
+    outcome = validate_frame(adult, adult_spec, dtypes, row_count=len(adult))
+    print(f"validated Adult with {len(adult_spec.rules)} rules in {time.perf_counter() - started:.2f}s")
+    assert not outcome.success
+    assert {r.rule: r.unexpected_count for r in outcome.failed()} == RULE_VIOLATIONS
+    rules = _by_rule(outcome)
+    assert rules["gain_or_loss"].success and rules["gain_or_loss"].unexpected_count == 0
+    lines = outcome.failure_message("adult").splitlines()
+    assert len(lines) == 2
+    assert (
+        "rule 'husband_is_male' (relationship == 'Husband' -> sex == 'Male') failed: 1 of 32,561 rows"
+        in lines[0]
+    )
+    assert "rule 'wife_is_female'" in lines[1] and "2 of 32,561 rows" in lines[1]
+    assert outcome.statistics["by_family"]["rule"] == {"passed": 1, "failed": 2, "not_evaluated": 0}
+
+    outcome = validate_frame(clean, adult_spec, dtypes, row_count=len(clean))
+    assert outcome.success, outcome.failure_message("adult")
+    as_dict = outcome.to_dict()
+    rule_rows = [r for r in as_dict["results"] if r["family"] == "rule"]
+    assert [(r["rule"], r["success"], r["unexpected_count"]) for r in rule_rows] == [
+        ("husband_is_male", True, 0),
+        ("wife_is_female", True, 0),
+        ("gain_or_loss", True, 0),
+    ]
+    assert all(r["family"] == r["check"] and r["family"] in CHECKS for r in as_dict["results"])
+    assert json.loads(json.dumps(as_dict)) == as_dict
+
+
+def test_corrupted_frame_names_every_fault(
+    clean: pd.DataFrame, adult_spec: TableSpec, dtypes: dict[str, str]
+) -> None:
+    bad = clean.copy()
+    bad["fnlwgt"] = bad["fnlwgt"].astype("float64")  # wrong dtype
+    bad.loc[11, "race"] = "Martian"  # outside the public domain
+    bad.loc[12, "education"] = None  # NULL in a non-nullable column
+    bad.loc[13, ["capital_gain", "capital_loss"]] = [5013, 1902]  # breaks gain_or_loss
+    outcome = validate_frame(bad, adult_spec, dtypes)
+    assert not outcome.success
+    assert _failed(outcome) == {
+        ("fnlwgt", "expect_column_type_to_be"),
+        ("race", "expect_column_values_to_be_in_set"),
+        ("education", "expect_column_values_to_not_be_null"),
+        (None, "expect_column_values_to_be_in_set"),  # the rule
+    }
+    lines = outcome.failure_message("adult").splitlines()
+    assert len(lines) == 4
+    for needle in ("'fnlwgt'", "'race'", "'education'", "'gain_or_loss'"):
+        assert sum(needle in line for line in lines) == 1, (needle, lines)
+    assert "capital_gain * capital_loss == 0" in outcome.failure_message("adult")
+    assert _by_rule(outcome)["gain_or_loss"].unexpected_count == 1
+
+
+def test_rule_on_missing_mistyped_or_unevaluable_columns(
+    small: pd.DataFrame, adult_spec: TableSpec, dtypes: dict[str, str]
+) -> None:
+    outcome = validate_frame(small.drop(columns=["relationship"]), adult_spec, dtypes)
+    rules = _by_rule(outcome)
+    for name in ("husband_is_male", "wife_is_female"):
+        assert not rules[name].evaluated and not rules[name].success
+        assert "reads column 'relationship': the column is missing" in rules[name].summary
+    assert rules["gain_or_loss"].success
+
+    mistyped = small.copy()
+    mistyped["capital_loss"] = mistyped["capital_loss"].astype(str)
+    rules = _by_rule(validate_frame(mistyped, adult_spec, dtypes))
+    assert not rules["gain_or_loss"].evaluated
+    assert (
+        "column 'capital_loss': the column has dtype 'str' instead of 'int64'"
+        in rules["gain_or_loss"].summary
+    )
+    assert f"table 'adult': {rules['gain_or_loss'].summary}" in validate_frame(
+        mistyped, adult_spec, dtypes
+    ).failure_message("adult")
+
+    # a rule whose evaluation raises (text compared with a number): reported, message withheld
+    spec = TableSpec(
+        "people",
+        (ColumnSpec("job", ColumnKind.CATEGORICAL), ColumnSpec("age", ColumnKind.INTEGER)),
+        rules=(Rule("job_is_small", "job < 3"),),
+    )
+    frame = pd.DataFrame({"job": small["occupation"].fillna(MARKER), "age": small["age"]})
+    outcome = validate_frame(frame, spec, {"job": "str", "age": "int64"})
+    (rule,) = _by_rule(outcome).values()
+    assert not rule.evaluated and not outcome.success
+    assert "evaluating it raised TypeError (message withheld)" in rule.summary
+    assert MARKER not in json.dumps(outcome.to_dict())
+
+
+def _with_nulls(adult: pd.DataFrame) -> tuple[pd.DataFrame, TableSpec]:
+    """Five pandas-3 dtypes, NULL where the real occupation is NULL (5.66% of rows)."""
+    mask = adult["occupation"].isna()
+    frame = pd.DataFrame(
+        {
+            "s": adult["workclass"].where(~mask, None).fillna("Private").where(~mask),
+            "i": adult["age"].astype("Int64").mask(mask),
+            "f": adult["fnlwgt"].astype("float64").mask(mask),
+            "b": (adult["sex"] == "Male").astype("boolean").mask(mask),
+            "d": (pd.Timestamp("2000-01-01") + pd.to_timedelta(adult["hours_per_week"], unit="D"))
+            .astype("datetime64[us]")
+            .mask(mask),
+        }
+    )
+    spec = TableSpec(
+        "nulls",
+        (
+            ColumnSpec("s", ColumnKind.CATEGORICAL),
+            ColumnSpec("i", ColumnKind.INTEGER),
+            ColumnSpec("f", ColumnKind.NUMERIC),
+            ColumnSpec("b", ColumnKind.BOOLEAN),
+            ColumnSpec("d", ColumnKind.DATETIME),
+        ),
+    )
+    return frame, spec
+
+
+def test_null_rates_pass_and_fail(adult: pd.DataFrame, adult_spec: TableSpec, dtypes: dict[str, str]) -> None:
+    frame, spec = _with_nulls(adult)
+    kinds = {name: str(dtype) for name, dtype in frame.dtypes.items()}
+    assert kinds == {"s": "str", "i": "Int64", "f": "float64", "b": "boolean", "d": "datetime64[us]"}
+    observed = float(frame["s"].isna().mean())
+    assert 0.056 < observed < 0.057
+    ok = validate_frame(frame, spec, kinds, null_rates=dict.fromkeys(kinds, 0.06), null_rate_tolerance=0.01)
+    assert ok.success, ok.failure_message("nulls")
+    rates = [r for r in ok.results if r.check == "null_rate"]
+    assert len(rates) == 5 and all(r.success and r.observed == pytest.approx(observed) for r in rates)
+    assert "NULL rate 5.66% within the expected 6% ± 1%" in rates[0].summary
+
+    high = validate_frame(frame, spec, kinds, null_rates=dict.fromkeys(kinds, 0.2))  # ± 0.05
+    assert not high.success and {r.column for r in high.failed()} == set(kinds)
+    assert all("NULL rate 5.66% outside the expected 20% ± 5%" in r.summary for r in high.failed())
+    # above the upper bound (i), below the lower bound (d), within (f)
+    mixed = validate_frame(
+        frame, spec, kinds, null_rates={"i": 0.0, "d": 0.1, "f": 0.07}, null_rate_tolerance=0.02
+    )
+    assert {r.column for r in mixed.failed()} == {"i", "d"}
+    message = mixed.failure_message("nulls")
+    assert "column 'i'" in message and "expected 0% ± 2%" in message
+    assert "column 'd'" in message and "NULL rate 5.66% outside the expected 10% ± 2%" in message
+
+    # on the real table and spec; a warning only when the family is downgraded
+    outcome = validate_frame(
+        adult.head(3000),
+        adult_spec,
+        dtypes,
+        null_rates={"workclass": 0.3, "occupation": 0.05, "native_country": 0.02},
+        warning_checks={"null_rate", "rule"},
+    )
+    assert outcome.success
+    assert [r.column for r in outcome.warnings() if r.check == "null_rate"] == ["workclass"]
+    with pytest.raises(ParameterError, match="nope"):
+        build_expectation_suite(spec, kinds, null_rates={"nope": 0.1})
+    with pytest.raises(ParameterError, match="'s'"):
+        build_expectation_suite(spec, kinds, null_rates={"s": 1.5})
+    with pytest.raises(ParameterError, match="tolerance"):
+        build_expectation_suite(spec, kinds, null_rates={"s": 0.1}, null_rate_tolerance=-1)
+
+
+def test_privacy_thresholds(small: pd.DataFrame, adult_spec: TableSpec, dtypes: dict[str, str]) -> None:
+    outcome = validate_frame(small, adult_spec, dtypes, release_metrics=FAILING_METRICS)
+    assert not outcome.success
+    assert {r.metric for r in outcome.failed()} == {"dcr_share", "attack_auc", "nndr_mean", "epsilon"}
+    message = outcome.failure_message("adult")
+    lines = message.splitlines()
+    assert len(lines) == 4
+    for needle in (
+        "DCR share 0.97 exceeds the threshold 0.52 (max_dcr_share)",
+        "membership-inference attack AUC 0.9 exceeds the threshold 0.6 (max_attack_auc)",
+        "mean NNDR 0.1 is below the threshold 0.5 (min_nndr)",
+        "ε 3.5 exceeds the target ε 3 (target_epsilon)",
+    ):
+        assert sum(needle in line for line in lines) == 1, (needle, message)
+    dcr = next(r for r in outcome.results if r.metric == "dcr_share")
+    assert (dcr.observed, dcr.threshold, dcr.severity) == (0.97, 0.52, "critical")
+
+    passing = validate_frame(small, adult_spec, dtypes, release_metrics=PASSING_METRICS)
+    assert passing.success, passing.failure_message("adult")
+    privacy = [r for r in passing.results if r.check == "privacy"]
+    assert len(privacy) == 4 and all(r.success and r.evaluated for r in privacy)
+    assert any("ε 2.99 is at most the target ε 3" in r.summary for r in privacy)
+
+    # an unknown metric is not evaluated: a warning, the gate still passes
+    partial = validate_frame(
+        small, adult_spec, dtypes, release_metrics={**PASSING_METRICS, "attack_auc": None}
+    )
+    assert partial.success
+    (auc,) = partial.warnings()
+    assert (auc.metric, auc.evaluated, auc.severity) == ("attack_auc", False, "warning")
+    assert "not evaluated because the release metric 'attack_auc' was not given" in auc.summary
+    no_target = validate_frame(small, adult_spec, dtypes, release_metrics={"dcr_share": 0.5, "epsilon": 9.0})
+    assert no_target.success and {r.metric for r in no_target.warnings()} == {
+        "nndr_mean",
+        "attack_auc",
+        "epsilon",
+    }
+
+    # max_epsilon overrides the target; custom thresholds; a suite built once, fed at validation
+    suite = build_expectation_suite(
+        adult_spec, dtypes, privacy_thresholds=PrivacyThresholds(max_dcr_share=0.98, max_epsilon=4)
+    )
+    again = validate_suite(small, suite, release_metrics=FAILING_METRICS)
+    assert {r.metric for r in again.failed()} == {"attack_auc", "nndr_mean"}
+    assert "ε 3.5 is at most the threshold 4 (max_epsilon)" in " ".join(r.summary for r in again.results)
+    with pytest.raises(ParameterError, match="no privacy expectations"):
+        validate_suite(small, build_expectation_suite(adult_spec, dtypes), release_metrics=PASSING_METRICS)
+    with pytest.raises(ParameterError, match="dcr_share"):
+        validate_frame(small, adult_spec, dtypes, release_metrics={"dcr_share": "high"})
+    with pytest.raises(ParameterError, match="max_attack_auc"):
+        PrivacyThresholds(max_attack_auc=1.5)
+
+
+def test_extra_expectations(
+    small: pd.DataFrame, adult_spec: TableSpec, dtypes: dict[str, str], tmp_path: Path
+) -> None:
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.metadata_types import FailureSeverity
+
+    warning = FailureSeverity.WARNING
+
+    mean_age = gxe.ExpectColumnMeanToBeBetween(column="age", min_value=30, max_value=45)
+    long_hours = gxe.ExpectColumnValuesToBeBetween(
+        column="hours_per_week", min_value=1, max_value=60, severity=warning, meta={"owner": "hr"}
+    )
+    outcome = validate_frame(small, adult_spec, dtypes, extra_expectations=[mean_age, long_hours])
+    assert outcome.success, outcome.failure_message("adult")
+    custom = [r for r in outcome.results if r.check == "custom"]
+    assert [(r.expectation_type, r.success, r.severity) for r in custom] == [
+        ("expect_column_mean_to_be_between", True, "critical"),
+        ("expect_column_values_to_be_between", False, "warning"),
+    ]
+    assert custom[1] in outcome.warnings() and custom[1].unexpected_count
+    assert (
+        "column 'hours_per_week': custom expectation expect_column_values_to_be_between failed"
+        in custom[1].summary
+    )
+    assert long_hours.meta == {"owner": "hr"} and long_hours.id is None  # the caller's objects are untouched
+
+    def younger_than_80(spec: TableSpec, kinds: dict[str, str]) -> list[Any]:
+        assert spec.name == "adult" and kinds["age"] == "int64"
+        return [gxe.ExpectColumnMaxToBeBetween(column="age", max_value=80)]
+
+    failing = validate_frame(small, adult_spec, dtypes, extra_expectations=younger_than_80)
+    assert not failing.success
+    (line,) = failing.failure_message("adult").splitlines()
+    assert "column 'age': custom expectation expect_column_max_to_be_between failed." in line
+    assert "90" not in line  # the observed maximum is a cell value: withheld
+
+    suite_file = tmp_path / "user_suite.json"
+    user = gx.ExpectationSuite(
+        name="user",
+        expectations=[
+            gxe.ExpectColumnValuesToNotBeNull(column="occupation", mostly=0.9),
+            gxe.ExpectColumnValuesToBeInSet(column="race", value_set=["White"], severity=warning),
+            gxe.ExpectTableRowCountToBeBetween(min_value=1, max_value=10),
+        ],
+    )
+    suite_file.write_text(json.dumps(user.to_json_dict()), encoding="utf-8")
+    from_file = validate_frame(small, adult_spec, dtypes, extra_expectations=suite_file)
+    custom = [r for r in from_file.results if r.check == "custom"]
+    assert [(r.expectation_type, r.success, r.severity) for r in custom] == [
+        ("expect_column_values_to_not_be_null", True, "critical"),
+        ("expect_column_values_to_be_in_set", False, "warning"),
+        ("expect_table_row_count_to_be_between", False, "critical"),
+    ]
+    assert not from_file.success and "table: custom expectation" in from_file.failure_message("adult")
+    for same in (str(suite_file), user):  # a str path, or the GX suite object itself
+        stats = validate_frame(small, adult_spec, dtypes, extra_expectations=same).statistics
+        assert stats["by_family"]["custom"] == {"passed": 1, "failed": 2, "not_evaluated": 0}
+
+    broken = tmp_path / "broken.json"
+    broken.write_text(
+        json.dumps({"expectations": [{"type": "expect_nothing", "kwargs": {}}]}), encoding="utf-8"
+    )
+    with pytest.raises(ParameterError, match="expect_nothing"):
+        build_expectation_suite(adult_spec, dtypes, extra_expectations=broken)
+    with pytest.raises(ParameterError, match="not JSON"):
+        build_expectation_suite(adult_spec, dtypes, extra_expectations=ADULT_SPEC_PATH)
+    with pytest.raises(ParameterError, match="not a GX Expectation"):
+        build_expectation_suite(adult_spec, dtypes, extra_expectations=["age > 0"])
+
+
+def test_no_cell_value_in_rule_custom_or_privacy_results(
+    clean: pd.DataFrame, adult_spec: TableSpec, dtypes: dict[str, str], tmp_path: Path
+) -> None:
+    import great_expectations.expectations as gxe
+
+    bad = clean.copy()
+    bad.loc[3, "relationship"] = MARKER  # read by two rules; outside the public domain
+    row = int(bad.index[(bad["capital_loss"] > 0)][0])
+    bad.loc[row, "capital_gain"] = MARKER_NUMBER  # breaks gain_or_loss and the public range
+    husband = int(bad.index[bad["relationship"] == "Husband"][0])
+    bad.loc[husband, "sex"] = "Female"  # breaks husband_is_male
+    extra = [
+        gxe.ExpectColumnMaxToBeBetween(column="capital_gain", max_value=10),  # observed max = the number
+        gxe.ExpectColumnDistinctValuesToBeInSet(column="relationship", value_set=["Husband"]),
+        gxe.ExpectColumnMostCommonValueToBeInSet(column="relationship", value_set=[MARKER[:3]]),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="relationship", value_set=["Wife"], result_format={"result_format": "COMPLETE"}
+        ),
+        gxe.ExpectColumnValuesToMatchRegex(column="relationship", regex="^[A-Z][a-z-]+$"),
+        gxe.ExpectColumnValuesToBeBetween(column="relationship", min_value=0, max_value=1),  # raises
+    ]
+    docs = tmp_path / "docs"
+    kwargs: dict[str, Any] = {"extra_expectations": extra, "null_rates": {"workclass": 0.05}}
+    outcome = validate_frame(
+        bad, adult_spec, dtypes, data_docs_dir=str(docs), release_metrics=FAILING_METRICS, **kwargs
+    )
+    failed_rules = {r.rule for r in outcome.failed() if r.check == "rule"}
+    assert failed_rules == {"husband_is_male", "gain_or_loss"}
+    assert ("relationship", "expect_column_values_to_be_in_set") in _failed(outcome)
+    assert ("capital_gain", "expect_column_values_to_be_between") in _failed(outcome)
+    assert sum(r.check == "custom" and not r.success for r in outcome.results) == 6
+
+    suite = build_expectation_suite(adult_spec, dtypes, privacy_thresholds=PrivacyThresholds(), **kwargs)
+    _, stored = _run_suite(bad, suite, release_metrics=FAILING_METRICS)
+    assert {s["suite_name"] for s in stored} == {
+        "adult.synthetic",
+        "adult.synthetic.rules",
+        "adult.synthetic.privacy",
+    }
+    texts = {"outcome": json.dumps(outcome.to_dict()), "stored GX results": json.dumps(stored, default=str)}
+    files = [p for p in docs.rglob("*") if p.is_file()]
+    texts.update({str(p): p.read_text(encoding="utf-8", errors="replace") for p in files})
+    for where, text in texts.items():
+        assert MARKER not in text, where
+        assert str(MARKER_NUMBER) not in text and f"{MARKER_NUMBER:,}" not in text, where
+        assert "98765" not in text, where
+    # the Data Docs show the rules and the privacy thresholds (with the release aggregates)
+    html = "\n".join(p.read_text(encoding="utf-8") for p in docs.rglob("*.html") if "validations" in p.parts)
+    assert "Rule husband_is_male holds on every row" in html
+    assert "Privacy: DCR share must be at most 0.52 (max_dcr_share)" in html
+    assert "target ε 3" in html and "0.97" in html
+    stored_results = {
+        r["expectation_config"]["kwargs"].get("column"): r for s in stored for r in s["results"]
+    }
+    assert stored_results["rule__gain_or_loss"]["result"]["unexpected_count"] == 1
+    assert stored_results["dcr_share"]["result"]["observed_value"] == 0.97
+    assert "observed_value" not in stored_results["capital_gain"]["result"]
