@@ -41,6 +41,7 @@ def synthesize_table_task_group(
     target_schema: str | None = None,
     dbt_source_name: str = "dpsynth",
     dbt_project_dir: str | None = None,
+    validate_kwargs: Mapping[str, Any] | None = None,
     lifetime_epsilon: float | None = None,
     lifetime_delta: float | None = None,
     preprocessing_fraction: float = 0.1,
@@ -68,6 +69,9 @@ def synthesize_table_task_group(
             source's name in ``target_schema``, or ``{source_table}_synthetic`` without one).
         dbt_source_name, dbt_project_dir: the dbt source the table is declared in, and a dbt
             project to write its ``sources.yml`` into (it always goes to the object store too).
+        validate_kwargs: options of the release gate (:class:`ValidateSyntheticOperator`):
+            ``max_dcr_share``, ``min_nndr``, ``max_attack_auc``, ``null_rate_tolerance``,
+            ``extra_expectations``, ``enforce_privacy_thresholds``.
         target_table: synthetic table name (default ``{source_table}_synthetic``).
         lifetime_epsilon, lifetime_delta: the table's lifetime budget, granted once.
         task_kwargs: passed to every operator (``retries``, ``pool``, ``execution_timeout``...).
@@ -113,7 +117,12 @@ def synthesize_table_task_group(
             task_id="sample", model=train.output, num_rows=num_rows, seed=seed, **common
         )
         validate = ValidateSyntheticOperator(
-            task_id="validate", staged=extract.output, model=train.output, synthetic=sample.output, **common
+            task_id="validate",
+            staged=extract.output,
+            model=train.output,
+            synthetic=sample.output,
+            **dict(validate_kwargs or {}),
+            **common,
         )
         PublishSyntheticOperator(
             task_id="publish",

@@ -504,39 +504,74 @@ def _as_int(value: Any, name: str) -> int:
 
 
 class ValidateSyntheticOperator(DPSynthBaseOperator):
-    """The release gate: Great Expectations checks, quality/privacy metrics and the report.
+    """The release gate between sample and publish: Great Expectations on schema, types,
+    semantics and privacy, plus the quality metrics and the release report.
 
-    The suite is built from the spec and the source dtypes: column set and order, types,
-    nullability, category domains (public, or the DP-discovered domain in the model), numeric and
-    datetime ranges (public, or the DP range the model clips to), unique ids, the row count. A failed critical expectation raises ``AirflowFailException`` listing every failure;
-    nothing is published. Metrics compare the synthetic rows with the staged real train/holdout
-    rows (an evaluation on real data: its aggregates are not DP; see the README).
+    Expectations (GX Core, on an ephemeral context; results never hold cell values):
 
-    Returns (XCom): ``{"success", "validation_uri", "report_uri", "data_docs_uri", "metrics"}``.
+    * schema and types: column set and order, dtypes, nullability, uniqueness of ids, row count;
+    * domains and ranges: public category domains and bounds, else the DP ones the model uses;
+    * NULL rates within ``null_rate_tolerance`` of the model's DP estimate;
+    * every semantic rule of the spec (sampling enforces the critical ones: 0 violations expected);
+    * privacy thresholds on the release's metrics: DCR share ≤ ``max_dcr_share``, NNDR ≥
+      ``min_nndr``, membership-inference attack AUC ≤ ``max_attack_auc``, ε ≤ the target;
+    * ``extra_expectations``: the user's own — GX ``Expectation`` objects, a callable
+      ``(spec, dtypes) -> expectations``, or the path of a GX suite JSON file.
+
+    A failed critical expectation raises ``AirflowFailException`` (no retry) listing every failure;
+    nothing is published. Warnings are logged and do not block. The metrics compare the synthetic
+    rows with the staged real train/holdout rows: an evaluation on real data, whose aggregates are
+    not DP, and gating on them is a data-dependent decision (see the README). Data Docs HTML,
+    ``validation.json`` and ``report.html`` go to ``reports/{table}/{run}/``.
+
+    Returns (XCom): ``{"success", "validation_uri", "report_uri", "data_docs_uri", "metrics",
+    "warnings"}``.
     """
 
     template_fields: Sequence[str] = (*DPSynthBaseOperator.template_fields, "staged", "model", "synthetic")
 
     def __init__(
-        self, *, staged: Any, model: Any, synthetic: Any, compute_metrics: bool = True, **kwargs: Any
+        self,
+        *,
+        staged: Any,
+        model: Any,
+        synthetic: Any,
+        compute_metrics: bool = True,
+        enforce_privacy_thresholds: bool = True,
+        max_dcr_share: float = 0.52,
+        min_nndr: float = 0.5,
+        max_attack_auc: float = 0.60,
+        null_rate_tolerance: float = 0.05,
+        extra_expectations: Any = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.staged = staged
         self.model = model
         self.synthetic = synthetic
         self.compute_metrics = compute_metrics
+        self.enforce_privacy_thresholds = enforce_privacy_thresholds
+        self.max_dcr_share = max_dcr_share
+        self.min_nndr = min_nndr
+        self.max_attack_auc = max_attack_auc
+        self.null_rate_tolerance = null_rate_tolerance
+        self.extra_expectations = extra_expectations
 
     def _execute(self, context: Context) -> dict[str, Any]:
         import tempfile
         from pathlib import Path
 
-        from synth_core.errors import ValidationFailedError
+        from synth_core.errors import ParameterError, ValidationFailedError
         from synth_core.generators import Synthesizer
         from synth_core.metrics import evaluate_release
         from synth_core.object_store import join_uri
         from synth_core.report import render_release_report
-        from synth_expectations import validate_frame
+        from synth_expectations import PrivacyThresholds, validate_frame
 
+        if self.enforce_privacy_thresholds and not self.compute_metrics:
+            raise ParameterError(
+                "enforce_privacy_thresholds needs compute_metrics=True (the thresholds apply to them)"
+            )
         staged = self._manifest(self.staged, "staged")
         model = self._manifest(self.model, "model")
         synthetic = self._manifest(self.synthetic, "synthetic")
@@ -549,6 +584,21 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
         assert transformer is not None
         spec = transformer.spec
         frame = store.read_parquet(synthetic["synthetic_uri"])
+
+        metrics: dict[str, Any] = {}
+        if self.compute_metrics:
+            train = store.read_parquet(staged["train_uri"])
+            holdout = store.read_parquet(staged["holdout_uri"])
+            metrics = evaluate_release(train, holdout, frame, spec)
+        release_metrics = None
+        if self.enforce_privacy_thresholds:
+            release_metrics = {
+                "dcr_share": metrics.get("dcr_share"),
+                "nndr_mean": metrics.get("nndr_mean"),
+                "attack_auc": metrics.get("attack_auc"),
+                "epsilon": float(model["epsilon"]),
+                "target_epsilon": float(model.get("target_epsilon") or model["epsilon"]),
+            }
         with tempfile.TemporaryDirectory() as docs_dir:
             outcome = validate_frame(
                 frame,
@@ -557,6 +607,17 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
                 domains=transformer.dp_domains(),
                 ranges=transformer.dp_ranges(),
                 row_count=int(synthetic["rows"]),
+                null_rates=transformer.dp_null_rates(),
+                null_rate_tolerance=float(self.null_rate_tolerance),
+                release_metrics=release_metrics,
+                privacy_thresholds=PrivacyThresholds(
+                    max_dcr_share=float(self.max_dcr_share),
+                    min_nndr=float(self.min_nndr),
+                    max_attack_auc=float(self.max_attack_auc),
+                )
+                if self.enforce_privacy_thresholds
+                else None,
+                extra_expectations=self.extra_expectations,
                 data_docs_dir=docs_dir,
             )
             data_docs_uri = None
@@ -572,11 +633,6 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
             json.dumps(outcome.to_dict(), indent=1).encode(),
             content_type="application/json",
         )
-        metrics: dict[str, Any] = {}
-        if self.compute_metrics:
-            train = store.read_parquet(staged["train_uri"])
-            holdout = store.read_parquet(staged["holdout_uri"])
-            metrics = evaluate_release(train, holdout, frame, spec)
         release = {
             "table": table,
             "generator": model.get("generator"),
@@ -600,14 +656,14 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
         )
         passed = sum(1 for r in outcome.results if r.success)
         self.log.info(
-            "validation of %s: %d/%d expectations passed; report %s",
-            table,
-            passed,
-            len(outcome.results),
-            report_uri,
-        )
+            "validation of %s: %d/%d expectations passed; Data Docs %s; report %s",
+            table, passed, len(outcome.results), data_docs_uri, report_uri,
+        )  # fmt: skip
         for key, value in metrics.items():
             self.log.info("metric %s = %s", key, value)
+        warnings = [w.summary for w in outcome.warnings()]
+        for line in warnings:
+            self.log.warning("validation warning (does not block): %s", line)
         if not outcome.success:
             raise ValidationFailedError(outcome.failure_message(table))
         return {
@@ -616,6 +672,7 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
             "report_uri": report_uri,
             "data_docs_uri": data_docs_uri,
             "metrics": metrics,
+            "warnings": warnings,
         }
 
 
