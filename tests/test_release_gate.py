@@ -173,3 +173,17 @@ def test_a_generator_that_copies_rows_fails_the_privacy_gate(refresh: Refresh) -
     message = str(err.value)
     assert "DCR share" in message and "attack AUC" in message, message
     pd.testing.assert_frame_equal(refresh.published(), before)
+
+
+def test_every_training_counts_in_the_ledger_including_gated_ones(refresh: Refresh) -> None:
+    from synth_core.ledger import PrivacyLedger
+
+    ledger = PrivacyLedger(f"sqlite:///{refresh.home / 'ledger.db'}")
+    before = [e for e in ledger.entries("adult") if e["entry_type"] == "spend"]
+    with pytest.raises(Exception, match="DCR share"):
+        refresh.run(
+            "copy-again", generator="test_copy_rows", params={}, num_rows=int(refresh.staged["rows_train"])
+        )
+    after = [e for e in ledger.entries("adult") if e["entry_type"] == "spend"]
+    # a release the gate refused still accessed the data: its spend stays (a retry spends again)
+    assert len(after) == len(before) + 1 and after[-1]["run_id"] == "copy-again"
