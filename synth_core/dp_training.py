@@ -20,7 +20,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +97,188 @@ class TrainingResult:
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
+class PrivateTrainer:
+    """Opacus around one module trained on private rows, accounted in the release's accountant.
+
+    The building block of every DP-SGD generator. It owns the Poisson-sampled loader, the noise
+    calibration against what the accountant already holds, ``make_private`` (so every gradient of
+    ``module`` computed from a batch it yields is clipped per sample and noised), progress logs with
+    ε spent so far, and the final spend record. Custom loops (GANs, two-phase models) use it as::
+
+        trainer = PrivateTrainer(disc, criterion, rows, accountant, config, epsilon_target=...)
+        for epoch, batch in trainer.batches():   # real rows, Poisson sampled; empty batches handled
+            out = trainer.module(torch.cat([batch, fake]))     # one forward through the private module
+            loss = trainer.criterion(out, labels)              # per-sample losses (reduction handled)
+            trainer.step(loss)                                 # backward + clip + noise + optimizer step
+        trainer.finish()                                       # records the spend actually incurred
+
+    Args:
+        module: the model whose gradients touch private rows (no BatchNorm).
+        criterion: per-sample loss module honouring ``reduction`` (``none``/``mean``).
+        data: private rows ``(n, d)`` float32.
+        accountant: the release's accountant.
+        config: hyper-parameters (epochs, expected batch size, lr, clip, mode, device).
+        epsilon_target: composed ε the accountant may reach after this trainer (default: the
+            budget's target). Two private phases split the budget by giving the first a lower one.
+        planned_steps: optimizer steps the noise is calibrated for (default ``epochs × steps per
+            epoch``); ``finish()`` records the steps actually taken.
+        optimizer_factory: builds the optimizer from parameters (default Adam at ``learning_rate``).
+        mechanism_name: name of the spend in the accountant.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        criterion: nn.Module,
+        data: NDArray[np.float32],
+        accountant: PrivacyAccountant,
+        config: DPSGDConfig,
+        *,
+        epsilon_target: float | None = None,
+        planned_steps: int | None = None,
+        optimizer_factory: Callable[[Any], torch.optim.Optimizer] | None = None,
+        mechanism_name: str = "dp-sgd",
+    ) -> None:
+        from opacus import PrivacyEngine
+
+        n = int(data.shape[0])
+        if n < 2:
+            raise ParameterError(f"DP-SGD needs at least 2 rows, got {n}")
+        self.accountant = accountant
+        self.config = config
+        self.mechanism_name = mechanism_name
+        self.device = resolve_device(config.device)
+        tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(tensor),
+            batch_size=min(config.batch_size, n),
+            generator=torch.Generator().manual_seed(secret_seed()),
+        )
+        # Opacus samples each row with q = 1/len(loader), len(loader) times per epoch: account exactly that
+        self.steps_per_epoch = len(loader)
+        self.sample_rate = 1.0 / self.steps_per_epoch
+        self.expected_batch_size = n * self.sample_rate
+        self.planned_steps = planned_steps or config.epochs * self.steps_per_epoch
+        self.noise_multiplier = accountant.calibrate_noise_multiplier(
+            self.sample_rate, self.planned_steps, epsilon=epsilon_target
+        )
+        log.info(
+            "DP-SGD (%s): %d rows, expected batch %.0f (q=%.5f), %d steps, noise multiplier %.3f, clip %.2f, device %s",
+            mechanism_name, n, self.expected_batch_size, self.sample_rate, self.planned_steps,
+            self.noise_multiplier, config.max_grad_norm, self.device,
+        )  # fmt: skip
+        module = module.to(self.device)
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = (
+            optimizer_factory(params)
+            if optimizer_factory
+            else torch.optim.Adam(params, lr=config.learning_rate)
+        )
+        criterion.reduction = "mean"  # type: ignore[assignment]
+        with warnings.catch_warnings():
+            # Opacus warns that secure_mode (torchcsprng) is off. The noise and Poisson-sampling
+            # generators are seeded from the OS CSPRNG per run (secret_seed), so they cannot be
+            # replayed from anything public; the residual floating-point caveat is in the README.
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+        made = engine.make_private(
+            module=module,
+            optimizer=optimizer,
+            criterion=criterion,
+            data_loader=loader,
+            noise_multiplier=self.noise_multiplier,
+            max_grad_norm=config.max_grad_norm,
+            poisson_sampling=True,
+            grad_sample_mode=config.grad_sample_mode,
+            noise_generator=torch.Generator(device=self.device).manual_seed(secret_seed()),
+        )
+        if config.grad_sample_mode == "ghost":
+            self.module, self.optimizer, self.criterion, self.loader = made
+        else:
+            self.module, self.optimizer, self.loader = made
+            self.criterion = criterion
+        if len(self.loader) != self.steps_per_epoch:
+            raise AssertionError(f"Opacus sampler steps/epoch {len(self.loader)} != {self.steps_per_epoch}")
+        self.raw_module = module
+        self.steps = 0
+        self.started = time.monotonic()
+        self._last_log = -math.inf
+        self._finished = False
+
+    @property
+    def epsilon_so_far(self) -> float:
+        """Composed ε of the release if training stopped now."""
+        return self.accountant.epsilon(sgm_rdp(self.sample_rate, self.noise_multiplier, self.steps))
+
+    def batches(self, epochs: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(epoch, batch)`` over the Poisson-sampled private rows (batch on the device).
+
+        Stops at ``planned_steps``. An empty Poisson batch still takes a pure-noise step here
+        (skipping it would make the number of noisy releases depend on the sample).
+        """
+        epochs = epochs or math.ceil(self.planned_steps / self.steps_per_epoch)
+        self.module.train()
+        with warnings.catch_warnings():
+            # ghost clipping's backward hooks fire on module outputs because the inputs (data) need
+            # no gradient: expected, and otherwise repeated in every task log
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for epoch in range(1, epochs + 1):
+                for (batch,) in self.loader:
+                    if self.steps >= self.planned_steps:
+                        return
+                    if batch.shape[0] == 0:
+                        self.optimizer.zero_grad(set_to_none=True)
+                        self.optimizer.step()
+                        self.steps += 1
+                        continue
+                    yield epoch, batch.to(self.device, non_blocking=True)
+
+    def step(self, loss: Any) -> None:
+        """Backward through the private module, then the DP optimizer step (clip, noise, update)."""
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+
+    def log_epoch(
+        self, epoch: int, epochs: int, loss: float, progress: ProgressCallback | None = None
+    ) -> None:
+        """Log epoch, loss, ε spent so far and time left (first, last, and every few seconds)."""
+        now = time.monotonic()
+        if epoch not in (1, epochs) and now - self._last_log < self.config.log_every_seconds:
+            return
+        self._last_log = now
+        eps_so_far = self.epsilon_so_far
+        elapsed = now - self.started
+        eta = elapsed / epoch * (epochs - epoch)
+        log.info(
+            "%s epoch %d/%d  loss %.4f  ε spent so far %.3f of %.3f  elapsed %.0fs  time left ~%.0fs",
+            self.mechanism_name, epoch, epochs, loss, eps_so_far, self.accountant.budget.epsilon, elapsed, eta,
+        )  # fmt: skip
+        if progress is not None:
+            progress(
+                {"epoch": epoch, "epochs": epochs, "loss": loss, "epsilon_spent": eps_so_far,
+                 "elapsed_s": elapsed, "eta_s": eta, "mechanism": self.mechanism_name}
+            )  # fmt: skip
+
+    def finish(self) -> TrainingResult:
+        """Record the spend of the steps actually taken and unhook Opacus from the module."""
+        if self._finished:
+            raise AssertionError("PrivateTrainer.finish() called twice")
+        self._finished = True
+        self.accountant.spend_sgd(
+            self.mechanism_name, self.sample_rate, self.noise_multiplier, self.steps,
+            max_grad_norm=self.config.max_grad_norm, expected_batch_size=self.expected_batch_size,
+        )  # fmt: skip
+        if hasattr(self.module, "_close"):
+            self.module._close()
+        self.raw_module.eval()
+        return TrainingResult(
+            self.noise_multiplier, self.sample_rate, self.steps, self.accountant.epsilon(), math.nan,
+            time.monotonic() - self.started, str(self.device),
+        )  # fmt: skip
+
+
 def train_with_dp_sgd(
     model: nn.Module,
     criterion: nn.Module,
@@ -107,8 +289,11 @@ def train_with_dp_sgd(
     seed: int,
     mechanism_name: str = "dp-sgd",
     progress: ProgressCallback | None = None,
+    epsilon_target: float | None = None,
 ) -> TrainingResult:
     """Train ``model`` on the rows of ``data`` with DP-SGD; record the spend in ``accountant``.
+
+    The plain loop over :class:`PrivateTrainer`: ``loss = criterion(model(batch), batch)``.
 
     Args:
         model: maps a batch ``(B, d)`` float32 to whatever ``criterion`` takes as first argument.
@@ -119,133 +304,42 @@ def train_with_dp_sgd(
         config: hyper-parameters.
         seed: seeds torch's global generator (model initialisation, reparameterisation draws).
             Poisson sampling and the DP noise use OS entropy (:func:`secret_seed`), never ``seed``.
+        epsilon_target: composed ε to reach after this training (default: the budget's target).
 
     Returns:
         :class:`TrainingResult` with the calibrated noise multiplier and the composed ε.
     """
-    from opacus import PrivacyEngine
-
-    n = int(data.shape[0])
-    if n < 2:
-        raise ParameterError(f"DP-SGD needs at least 2 rows, got {n}")
-    device = resolve_device(config.device)
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(secret_seed())
-    tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-    dataset = torch.utils.data.TensorDataset(tensor)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=min(config.batch_size, n), generator=generator)
-    # Opacus samples each row with q = 1/len(loader), len(loader) times per epoch: account exactly that
-    steps_per_epoch = len(loader)
-    sample_rate = 1.0 / steps_per_epoch
-    batch_size = n * sample_rate
-    steps = config.epochs * steps_per_epoch
-    sigma = accountant.calibrate_noise_multiplier(sample_rate, steps)
-    log.info(
-        "DP-SGD: %d rows, expected batch %.0f (q=%.5f), %d epochs = %d steps, noise multiplier %.3f, clip %.2f, device %s",
-        n,
-        batch_size,
-        sample_rate,
-        config.epochs,
-        steps,
-        sigma,
-        config.max_grad_norm,
-        device,
+    trainer = PrivateTrainer(
+        model,
+        criterion,
+        data,
+        accountant,
+        config,
+        epsilon_target=epsilon_target,
+        mechanism_name=mechanism_name,
     )
-    model = model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    criterion.reduction = "mean"  # type: ignore[assignment]
-    with warnings.catch_warnings():
-        # Opacus warns that secure_mode (torchcsprng) is off. The noise and Poisson-sampling
-        # generators are seeded from the OS CSPRNG per run (secret_seed), so they cannot be
-        # replayed from anything public; the residual floating-point caveat is in the README.
-        warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant="rdp", secure_mode=False)
-    made = engine.make_private(
-        module=model,
-        optimizer=optimizer,
-        criterion=criterion,
-        data_loader=loader,
-        noise_multiplier=sigma,
-        max_grad_norm=config.max_grad_norm,
-        poisson_sampling=True,
-        grad_sample_mode=config.grad_sample_mode,
-        noise_generator=torch.Generator(device=device).manual_seed(secret_seed()),
-    )
-    if config.grad_sample_mode == "ghost":
-        private_model, private_optimizer, private_criterion, private_loader = made
-    else:
-        private_model, private_optimizer, private_loader = made
-        private_criterion = criterion
-    if len(private_loader) != steps_per_epoch:
-        raise AssertionError(f"Opacus sampler steps/epoch {len(private_loader)} != {steps_per_epoch}")
-
-    started = time.monotonic()
-    last_log = -math.inf
-    step = 0
+    epoch_loss, epoch_rows, current = 0.0, 0, 1
     loss_value = math.nan
-    private_model.train()
-    with warnings.catch_warnings():
-        # ghost clipping's backward hooks fire on module outputs because the inputs (data) need
-        # no gradient: expected, and otherwise repeated in every task log
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        for epoch in range(1, config.epochs + 1):
-            epoch_loss, epoch_rows = 0.0, 0
-            for (batch,) in private_loader:
-                batch = batch.to(device, non_blocking=True)
-                private_optimizer.zero_grad(set_to_none=True)
-                if batch.shape[0] == 0:
-                    # an empty Poisson batch still takes a (pure-noise) step: skipping it would make the
-                    # number of noisy releases depend on the sample, which the accountant does not model
-                    private_optimizer.step()
-                    step += 1
-                    continue
-                output = private_model(batch)
-                loss = private_criterion(output, batch)
-                loss.backward()
-                private_optimizer.step()
-                step += 1
-                epoch_loss += float(loss.item()) * batch.shape[0]
-                epoch_rows += batch.shape[0]
-            loss_value = epoch_loss / max(epoch_rows, 1)
-            now = time.monotonic()
-            if epoch in (1, config.epochs) or now - last_log >= config.log_every_seconds:
-                last_log = now
-                eps_so_far = accountant.epsilon(sgm_rdp(sample_rate, sigma, step))
-                elapsed = now - started
-                eta = elapsed / epoch * (config.epochs - epoch)
-                log.info(
-                    "epoch %d/%d  loss %.4f  ε spent so far %.3f of %.3f  elapsed %.0fs  time left ~%.0fs",
-                    epoch,
-                    config.epochs,
-                    loss_value,
-                    eps_so_far,
-                    accountant.budget.epsilon,
-                    elapsed,
-                    eta,
-                )
-                if progress is not None:
-                    progress(
-                        {
-                            "epoch": epoch,
-                            "epochs": config.epochs,
-                            "loss": loss_value,
-                            "epsilon_spent": eps_so_far,
-                            "elapsed_s": elapsed,
-                            "eta_s": eta,
-                        }
-                    )
-    accountant.spend_sgd(
-        mechanism_name,
-        sample_rate,
-        sigma,
-        step,
-        max_grad_norm=config.max_grad_norm,
-        epochs=config.epochs,
-        expected_batch_size=batch_size,
-    )
-    # unwrap so the caller keeps a plain module (Opacus hooks removed)
-    if hasattr(private_model, "_close"):
-        private_model._close()
+
+    def close_epoch(epoch: int) -> None:
+        nonlocal epoch_loss, epoch_rows, loss_value
+        loss_value = epoch_loss / max(epoch_rows, 1)
+        trainer.log_epoch(epoch, config.epochs, loss_value, progress)
+        epoch_loss, epoch_rows = 0.0, 0
+
+    for epoch, batch in trainer.batches(config.epochs):
+        if epoch != current:
+            close_epoch(current)
+            current = epoch
+        loss = trainer.criterion(trainer.module(batch), batch)
+        trainer.step(loss)
+        epoch_loss += float(loss.item()) * batch.shape[0]
+        epoch_rows += batch.shape[0]
+    close_epoch(current)
+    result = trainer.finish()
     model.to("cpu")
-    seconds = time.monotonic() - started
-    return TrainingResult(sigma, sample_rate, step, accountant.epsilon(), loss_value, seconds, str(device))
+    return TrainingResult(
+        result.noise_multiplier, result.sample_rate, result.steps, result.epsilon, loss_value, result.seconds,
+        result.device,
+    )  # fmt: skip

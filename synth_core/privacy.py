@@ -240,6 +240,48 @@ class PrivacyAccountant:
                 hi = mid
         return hi
 
+    # -- parallel composition --------------------------------------------------------------------
+    def fork(self, k: int) -> list[PrivacyAccountant]:
+        """``k`` child accountants for mechanisms run on *disjoint* subsets of the rows.
+
+        Each child starts from everything spent so far (so calibration sees the whole release)
+        and records its own spends; :meth:`join_parallel` then charges the parent only the worst
+        child: by parallel composition, disjoint subsets cost the max, not the sum.
+        """
+        if k < 1:
+            raise ValueError("fork needs k >= 1")
+        children = []
+        for _ in range(k):
+            child = PrivacyAccountant(self.budget)
+            child.preprocessing_rho = self.preprocessing_rho
+            child.spends = list(self.spends)
+            children.append(child)
+        self._forked_at = len(self.spends)
+        return children
+
+    def join_parallel(self, name: str, children: list[PrivacyAccountant], **details: Any) -> None:
+        """Record the children's spends since :meth:`fork` as one mechanism: the pointwise max of
+        their RDP curves (and the max additive δ)."""
+        start = getattr(self, "_forked_at", None)
+        if start is None or start != len(self.spends):
+            raise AssertionError("join_parallel must follow fork with nothing recorded in between")
+        curves, deltas, parts = [], [], []
+        for child in children:
+            own = child.spends[start:]
+            curves.append(sum((s.rdp for s in own), np.zeros_like(RDP_ORDERS)))
+            deltas.append(sum(s.delta for s in own))
+            parts.append([s.to_dict() for s in own])
+        rdp = np.max(np.stack(curves), axis=0) if curves else np.zeros_like(RDP_ORDERS)
+        self.spends.append(
+            MechanismSpend(
+                name,
+                rdp,
+                float(max(deltas, default=0.0)),
+                {"parallel": len(children), "members": parts, **details},
+            )
+        )
+        del self._forked_at
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe summary: composed ε/δ, the target, and each mechanism (no data values)."""
         return {

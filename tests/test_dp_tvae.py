@@ -110,3 +110,29 @@ def test_bundle_holds_no_value_that_appears_only_in_the_real_table(
     for needle in (marker, "7654321", "7654321.0"):
         assert needle.encode() not in contents
     assert marker not in set(synth.sample(5000, seed=0)["native_country"].dropna())
+
+
+def test_private_gradients_are_clipped_and_noised(adult_split, adult_spec) -> None:  # type: ignore[no-untyped-def]
+    import torch
+    from dp_checks import assert_clipped_and_noised
+
+    from synth_core.dp_training import DPSGDConfig, PrivateTrainer
+    from synth_core.generators.dp_tvae import TVAELoss, TVAEModule
+    from synth_core.privacy import PrivacyAccountant
+    from synth_core.transformer import fit_transformer_under_dp
+
+    train, _ = adult_split
+    accountant = PrivacyAccountant(PrivacyBudget(3.0, 1e-6))
+    rng = np.random.default_rng(0)
+    transformer = fit_transformer_under_dp(train, adult_spec, accountant, rng)
+    matrix = transformer.transform(train, rng)
+    n_cont = sum(1 for s in transformer.spans if s.kind == "continuous")
+    for mode in ("ghost", "hooks"):
+        trainer = PrivateTrainer(
+            TVAEModule(matrix.shape[1], n_cont, 8, [32]), TVAELoss(transformer.spans, 2.0), matrix, accountant,
+            DPSGDConfig(epochs=1, batch_size=500, max_grad_norm=0.5, grad_sample_mode=mode, device="cpu"),
+        )  # fmt: skip
+        row = torch.from_numpy(matrix[:1])
+        assert_clipped_and_noised(
+            trainer, lambda row=row, trainer=trainer: trainer.criterion(trainer.module(row), row)
+        )

@@ -79,3 +79,20 @@ def test_calibration_refuses_when_preprocessing_spent_everything() -> None:
 
 def test_rdp_curve_of_nothing_is_zero() -> None:
     assert rdp_to_epsilon(np.zeros_like(RDP_ORDERS), 1e-6) == 0.0
+
+
+def test_parallel_composition_charges_the_worst_disjoint_member_not_the_sum() -> None:
+    acc = PrivacyAccountant(PrivacyBudget(3.0, 1e-6))
+    acc.spend_gaussian("quantiles:x", acc.preprocessing_rho)
+    children = acc.fork(4)
+    for child in children:
+        sigma = child.calibrate_noise_multiplier(0.02, 500)
+        child.spend_sgd("member", 0.02, sigma, 500)
+        assert child.epsilon() <= 3.0
+    acc.join_parallel("ensemble", children)
+    # the release costs what one member cost (all four equal here), not four times as much
+    assert acc.epsilon() == pytest.approx(children[0].epsilon(), rel=1e-9)
+    assert acc.epsilon() <= 3.0
+    sequential = PrivacyAccountant(PrivacyBudget(3.0, 1e-6))
+    sequential.spends = list(children[0].spends) + children[1].spends[1:]
+    assert sequential.epsilon() > 1.2 * acc.epsilon()
