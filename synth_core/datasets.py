@@ -1,7 +1,8 @@
-"""Loading the bundled UCI Adult data into a warehouse (demo and tests).
+"""Loading the bundled UCI Adult data into a warehouse (demo, tests, benchmarks).
 
-``data/adult/adult.data.gz`` (CC BY 4.0, see ``data/adult/SOURCE.md``) is read with snake_case
-column names and ``?`` as NULL, and written to a typed warehouse table.
+``data/adult/adult.data.gz`` (the 32,561-row train split) and ``adult.test.gz`` (the 16,281-row
+test split), CC BY 4.0 (see ``data/adult/SOURCE.md``), are read with snake_case column names and
+``?`` as NULL, and can be written to a typed warehouse table.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def load_adult_frame(path: str | Path) -> pd.DataFrame:
     frame = frame.dropna(how="all")
     for col in ADULT_COLUMNS:
         frame[col] = frame[col].astype("int64") if col in ADULT_INTEGER_COLUMNS else frame[col].astype("str")
+    # adult.test writes its labels with a trailing dot (">50K."): one label set for both files
+    frame["income"] = frame["income"].str.rstrip(".")
     return frame.reset_index(drop=True)
 
 

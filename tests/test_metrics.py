@@ -296,3 +296,22 @@ def test_membership_inference_auc_flags_copies_and_not_fresh_rows(parts: dict[st
     independent = membership_inference_auc(parts["fresh"], parts["train"], parts["holdout"], spec)["auc"]
     assert copied > 0.9
     assert abs(independent - 0.5) < 0.05
+
+
+def test_k3_score_is_1000_for_a_copy_and_lower_without_dependence(parts: dict[str, pd.DataFrame]) -> None:
+    from synth_core.metrics import k_marginal_score
+
+    spec = adult_spec()
+    assert k_marginal_score(parts["train"], parts["train"], spec) == pytest.approx(1000.0)
+    fresh = k_marginal_score(parts["train"], parts["fresh"], spec)
+    shuffled = k_marginal_score(parts["train"], shuffle_columns(parts["fresh"], 1), spec)
+    assert 900 < fresh < 1000 and shuffled < fresh - 20  # fresh real rows differ only by sampling noise
+
+
+def test_tstr_reports_f1_of_the_rare_class(parts: dict[str, pd.DataFrame]) -> None:
+    from synth_core.metrics import tstr_auc
+
+    scores = tstr_auc(parts["train"], parts["holdout"], adult_spec())
+    assert scores is not None and 0.5 < scores["f1_synthetic"] < 0.8  # >50K F1 of a good model ≈ 0.7
+    shuffled = tstr_auc(shuffle_columns(parts["train"], 2), parts["holdout"], adult_spec())
+    assert shuffled is not None and shuffled["f1_synthetic"] < 0.3

@@ -44,7 +44,7 @@ class Pipeline:
             task_id="sample", model=self.model, num_rows=rows, seed=1, **self.common
         ).execute(ctx)
         validation = ValidateSyntheticOperator(
-            task_id="validate", staged=self.staged, model=self.model, synthetic=synthetic, compute_metrics=False, enforce_privacy_thresholds=False,
+            task_id="validate", staged=self.staged, model=self.model, synthetic=synthetic, compute_metrics=False, enforce_privacy_thresholds=False, null_rate_tolerance=1.0,
             **self.common,
         ).execute(ctx)  # fmt: skip
         return synthetic, validation
