@@ -147,3 +147,54 @@ def synthetic_asset_alias(
 ) -> str:
     """Name of the ``AssetAlias`` a refresh of ``source_table`` publishes its synthetic table under."""
     return "dpsynth__" + "__".join(p for p in (source_table, target_schema, target_table) if p)
+
+
+def resample_table_task_group(
+    *,
+    source_table: str,
+    num_rows: int | None = None,
+    seed: int | None = None,
+    target_table: str | None = None,
+    target_schema: str | None = None,
+    dbt_source_name: str = "dpsynth",
+    dbt_project_dir: str | None = None,
+    validate_kwargs: Mapping[str, Any] | None = None,
+    warehouse_conn_id: str | None = None,
+    object_store_uri: str | None = None,
+    aws_conn_id: str | None = None,
+    ledger_uri: str | None = None,
+    group_id: str | None = None,
+    **task_kwargs: Any,
+) -> TaskGroup:
+    """A **resample-only refresh**: new synthetic rows from the live release's saved DP model.
+
+    No real row is read and no budget is spent (sampling is post-processing; the ledger records
+    the refresh with ε = 0), so it can run as often as the data consumers like — daily on top
+    of a weekly or monthly retraining. Tasks: ``sample`` → ``validate`` (schema, types, rules,
+    domains, DP NULL rates; the real-data privacy evaluation of the model's release stands) →
+    ``publish`` (same atomic swap, Parquet, dbt sources, manifest, Asset event as a refresh).
+    """
+    common = {
+        "warehouse_conn_id": warehouse_conn_id,
+        "object_store_uri": object_store_uri,
+        "aws_conn_id": aws_conn_id,
+        "ledger_uri": ledger_uri,
+        **task_kwargs,
+    }
+    safe_name = source_table.replace(".", "__")
+    with TaskGroup(group_id=group_id or f"resample_{safe_name}") as group:
+        sample = SampleSynthesizerOperator(
+            task_id="sample", resample_of=source_table, num_rows=num_rows, seed=seed, **common
+        )
+        validate = ValidateSyntheticOperator(
+            task_id="validate", staged=None, model=sample.output, synthetic=sample.output,
+            **dict(validate_kwargs or {}), **common,
+        )  # fmt: skip
+        PublishSyntheticOperator(
+            task_id="publish", staged=None, model=sample.output, synthetic=sample.output,
+            validation=validate.output, target_table=target_table, target_schema=target_schema,
+            dbt_source_name=dbt_source_name, dbt_project_dir=dbt_project_dir,
+            outlets=[AssetAlias(synthetic_asset_alias(source_table, target_schema, target_table))],
+            **common,
+        )  # fmt: skip
+    return group

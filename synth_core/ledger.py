@@ -7,7 +7,9 @@ any SQLAlchemy database. Rows are only ever inserted:
 * ``grant``   — sets the table's lifetime budget (ε, δ); the latest grant is in force;
 * ``reserve`` — taken *before* a run reads private data; counts as spent from that moment;
 * ``spend``   — settles a reservation with what the run actually spent (≤ the reservation);
-* ``release`` — cancels a reservation of a run that failed before it read any private data.
+* ``release`` — cancels a reservation of a run that failed before it read any private data;
+* ``resample`` — a refresh that re-sampled a saved DP model (no data access): ε = δ = 0, for the
+  audit trail.
 
 Spent = Σ settled spends + Σ open reservations (basic composition across releases: ε's and δ's
 add). ``reserve`` checks and inserts in one locked transaction (SQLite ``BEGIN IMMEDIATE``,
@@ -255,6 +257,16 @@ class PrivacyLedger:
                     recorded_at=_now(),
                 )
             )
+
+    def record_resample(self, source_table: str, *, run_id: str, model_uri: str) -> None:
+        """Record a resample-only refresh: post-processing of a saved model, so ε = δ = 0."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                ledger_table.insert().values(
+                    source_table=source_table, entry_type="resample", epsilon=0.0, delta=0.0, run_id=run_id,
+                    mechanism="resample", note=f"model {model_uri}", recorded_at=_now(),
+                )
+            )  # fmt: skip
 
     # -- reads -----------------------------------------------------------------------------------
     def status(self, source_table: str) -> BudgetStatus:

@@ -92,3 +92,48 @@ def test_concurrent_reservations_cannot_both_pass(tmp_path: Path) -> None:
         (winner,) = [e for e in ledger.entries("shared") if e["entry_type"] == "reserve"][-1:]
         ledger.release(winner["entry_id"])
     assert ledger.status("shared").spent_epsilon == 0.0
+
+
+def test_eight_concurrent_reservations_on_postgres_only_three_fit() -> None:
+    import threading
+    import uuid
+
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(
+        "postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT"
+    )
+    name = f"dpsynth_ledger_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        PrivacyLedger(url).grant("hr.salaries", 3.5, 1e-5)  # fits three reservations of ε = 1
+        barrier = threading.Barrier(8)
+        results: list[str] = []
+        lock = threading.Lock()
+
+        def reserve() -> None:
+            ledger = PrivacyLedger(url)
+            barrier.wait()
+            try:
+                ledger.reserve("hr.salaries", 1.0, 1e-6, run_id=threading.current_thread().name)
+                outcome = "ok"
+            except BudgetExceededError:
+                outcome = "refused"
+            with lock:
+                results.append(outcome)
+            ledger.engine.dispose()
+
+        threads = [threading.Thread(target=reserve, name=f"run-{i}") for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(results) == ["ok"] * 3 + ["refused"] * 5
+        status = PrivacyLedger(url).status("hr.salaries")
+        assert status.spent_epsilon == 3.0 and status.spent_epsilon <= status.lifetime_epsilon
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.dispose()

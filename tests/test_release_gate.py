@@ -187,3 +187,35 @@ def test_every_training_counts_in_the_ledger_including_gated_ones(refresh: Refre
     after = [e for e in ledger.entries("adult") if e["entry_type"] == "spend"]
     # a release the gate refused still accessed the data: its spend stays (a retry spends again)
     assert len(after) == len(before) + 1 and after[-1]["run_id"] == "copy-again"
+
+
+def test_a_resample_only_refresh_spends_nothing_and_publishes_new_rows(refresh: Refresh) -> None:
+    from synth_core.ledger import PrivacyLedger
+    from synth_provider.operators.synthesize import (
+        PublishSyntheticOperator,
+        SampleSynthesizerOperator,
+        ValidateSyntheticOperator,
+    )
+
+    before = refresh.published()
+    ledger = PrivacyLedger(f"sqlite:///{refresh.home / 'ledger.db'}")
+    spent = ledger.status("adult").spent_epsilon
+    ctx = {"run_id": "resample-1"}
+    synthetic = SampleSynthesizerOperator(
+        task_id="sample", resample_of="adult", num_rows=1_234, seed=9
+    ).execute(ctx)
+    validation = ValidateSyntheticOperator(
+        task_id="validate", staged=None, model=synthetic, synthetic=synthetic
+    ).execute(ctx)
+    manifest = PublishSyntheticOperator(
+        task_id="publish", staged=None, model=synthetic, synthetic=synthetic, validation=validation
+    ).execute(ctx)
+    after = refresh.published()
+    assert len(after) == 1_234 and not after.equals(before)
+    assert manifest["resample_only"] and manifest["epsilon_spent_this_run"] == 0.0
+    assert ledger.status("adult").spent_epsilon == spent  # nothing spent
+    (entry,) = [e for e in ledger.entries("adult") if e["run_id"] == "resample-1"]
+    assert entry["entry_type"] == "resample" and entry["epsilon"] == 0.0
+    # the live release's model is what was re-sampled
+    latest = json.loads((refresh.home / "objects" / "published" / "adult" / "_latest.json").read_text())
+    assert latest["run_id"] == "resample-1" and latest["model_uri"] == synthetic["model_uri"]

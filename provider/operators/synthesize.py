@@ -439,34 +439,60 @@ class SampleSynthesizerOperator(DPSynthBaseOperator):
     """Sample a synthetic table from a saved DP model (post-processing: spends no budget).
 
     Args:
-        model: the train task's manifest, or a model bundle URI (a resample-only refresh).
+        model: the train task's manifest, or a model bundle URI.
+        resample_of: instead of ``model``, a source table: its live release's model (from
+            ``published/{table}/_latest.json``) is re-sampled. This is the **resample-only
+            refresh**: no data access, recorded in the ledger with ε = 0 — the way to refresh often.
         num_rows: rows to sample; ``None``: the source table's DP row count (from the train
             manifest; from a bare model URI, the DP count of the training rows).
         seed: sampling seed (``None``: fresh randomness).
 
-    Returns (XCom): ``{"synthetic_uri", "rows", "model_uri", "source_table"}``.
+    Returns (XCom): ``{"synthetic_uri", "rows", "model_uri", "source_table"}``, plus for a resample
+    the model facts publish needs (``generator``, ``epsilon``, ``delta``, ``resample_only``).
     """
 
-    template_fields: Sequence[str] = (*DPSynthBaseOperator.template_fields, "model", "num_rows", "seed")
+    template_fields: Sequence[str] = (
+        *DPSynthBaseOperator.template_fields, "model", "resample_of", "num_rows", "seed",
+    )  # fmt: skip
 
     def __init__(
-        self, *, model: Any, num_rows: int | None = None, seed: int | None = None, **kwargs: Any
+        self,
+        *,
+        model: Any = None,
+        resample_of: str | None = None,
+        num_rows: int | None = None,
+        seed: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.model = model
+        self.resample_of = resample_of
         self.num_rows = num_rows
         self.seed = seed
 
     def _execute(self, context: Context) -> dict[str, Any]:
-        from synth_core.errors import ParameterError
+        from synth_core.errors import BundleError, ParameterError
         from synth_core.generators import Synthesizer
         from synth_core.object_store import join_uri
 
-        model_uri = self.model["model_uri"] if isinstance(self.model, Mapping) else str(self.model)
         hook = self.get_hook()
         store = hook.get_object_store()
+        if (self.model is None) == (not self.resample_of):
+            raise ParameterError(
+                "give exactly one of model (a manifest or bundle URI) and resample_of (a table)"
+            )
+        if self.resample_of:
+            latest = join_uri(hook.object_store_root(), "published", str(self.resample_of), "_latest.json")
+            try:
+                model_uri = str(json.loads(store.get_bytes(latest))["model_uri"])
+            except FileNotFoundError:
+                raise BundleError(
+                    f"table {self.resample_of!r} has no published release to re-sample (no {latest})"
+                ) from None
+        else:
+            model_uri = self.model["model_uri"] if isinstance(self.model, Mapping) else str(self.model)
         synth = Synthesizer.load(model_uri, store=store)
-        assert synth.transformer_ is not None
+        assert synth.transformer_ is not None and synth.privacy_ is not None
         table = synth.transformer_.spec.name
         if self.num_rows in (None, "", "None"):
             n = int(self.model.get("dp_source_rows", 0)) if isinstance(self.model, Mapping) else 0
@@ -481,14 +507,21 @@ class SampleSynthesizerOperator(DPSynthBaseOperator):
             hook.object_store_root(), "synthetic", table, run_key(context["run_id"]), "part-00000.parquet"
         )
         store.write_parquet(uri, frame)
+        out: dict[str, Any] = {"source_table": table, "synthetic_uri": uri, "rows": n, "model_uri": model_uri}
+        if self.resample_of:
+            hook.get_ledger().record_resample(table, run_id=context["run_id"], model_uri=model_uri)
+            out.update(
+                resample_only=True,
+                generator=synth.name,
+                epsilon=float(synth.privacy_["epsilon"]),
+                delta=float(synth.privacy_["delta"]),
+                target_epsilon=float(synth.privacy_.get("target_epsilon", synth.privacy_["epsilon"])),
+            )
         self.log.info(
-            "sampled %d synthetic rows of %s from %s into %s (no privacy budget spent)",
-            n,
-            table,
-            model_uri,
-            uri,
-        )
-        return {"source_table": table, "synthetic_uri": uri, "rows": n, "model_uri": model_uri}
+            "sampled %d synthetic rows of %s from %s into %s (post-processing: no privacy budget spent%s)",
+            n, table, model_uri, uri, "; resample-only refresh recorded in the ledger with ε=0" if self.resample_of else "",
+        )  # fmt: skip
+        return out
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -568,30 +601,36 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
         from synth_core.report import render_release_report
         from synth_expectations import PrivacyThresholds, validate_frame
 
-        if self.enforce_privacy_thresholds and not self.compute_metrics:
+        model = self._manifest(self.model, "model")
+        synthetic = self._manifest(self.synthetic, "synthetic")
+        # a resample-only refresh has no staged rows: no real data is read, the evaluation of the
+        # model's own release stands, and the schema/rule/domain checks still run
+        staged = self._manifest(self.staged, "staged") if self.staged is not None else None
+        compute_metrics = self.compute_metrics and staged is not None
+        enforce_privacy = self.enforce_privacy_thresholds and staged is not None
+        if enforce_privacy and not compute_metrics:
             raise ParameterError(
                 "enforce_privacy_thresholds needs compute_metrics=True (the thresholds apply to them)"
             )
-        staged = self._manifest(self.staged, "staged")
-        model = self._manifest(self.model, "model")
-        synthetic = self._manifest(self.synthetic, "synthetic")
         hook = self.get_hook()
         store = hook.get_object_store()
-        table = staged["source_table"]
-        reports = join_uri(hook.object_store_root(), "reports", table, run_key(context["run_id"]))
         synth = Synthesizer.load(model["model_uri"], store=store)
         transformer = synth.transformer_
         assert transformer is not None
         spec = transformer.spec
+        table = staged["source_table"] if staged is not None else spec.name
+        dtypes = staged["dtypes"] if staged is not None else transformer.output_dtypes
+        reports = join_uri(hook.object_store_root(), "reports", table, run_key(context["run_id"]))
         frame = store.read_parquet(synthetic["synthetic_uri"])
 
         metrics: dict[str, Any] = {}
-        if self.compute_metrics:
+        if compute_metrics:
+            assert staged is not None
             train = store.read_parquet(staged["train_uri"])
             holdout = store.read_parquet(staged["holdout_uri"])
             metrics = evaluate_release(train, holdout, frame, spec)
         release_metrics = None
-        if self.enforce_privacy_thresholds:
+        if enforce_privacy:
             release_metrics = {
                 "dcr_share": metrics.get("dcr_share"),
                 "nndr_mean": metrics.get("nndr_mean"),
@@ -603,7 +642,7 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
             outcome = validate_frame(
                 frame,
                 spec,
-                staged["dtypes"],
+                dtypes,
                 domains=transformer.dp_domains(),
                 ranges=transformer.dp_ranges(),
                 row_count=int(synthetic["rows"]),
@@ -615,7 +654,7 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
                     min_nndr=float(self.min_nndr),
                     max_attack_auc=float(self.max_attack_auc),
                 )
-                if self.enforce_privacy_thresholds
+                if enforce_privacy
                 else None,
                 extra_expectations=self.extra_expectations,
                 data_docs_dir=docs_dir,
@@ -750,20 +789,19 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
         from synth_core.warehouse import (
             RELEASES_TABLE,
             asset_uri,
-            column_types_for_spec,
             lineage_dataset,
             publish_table_atomically,
-            reflect_table,
             split_table_name,
         )
 
-        staged = self._manifest(self.staged, "staged")
+        staged = self._manifest(self.staged, "staged") if self.staged is not None else {}
         model = self._manifest(self.model, "model")
         synthetic = self._manifest(self.synthetic, "synthetic")
         validation = self._manifest(self.validation, "validation")
         if not validation.get("success"):
             raise ValidationFailedError("the synthetic table did not pass validation; nothing is published")
-        table = staged["source_table"]
+        resample_only = bool(synthetic.get("resample_only"))
+        table = staged.get("source_table") or synthetic["source_table"]
         source_schema, source_name = split_table_name(table)
         schema = self.target_schema or None
         target = self.target_table or (source_name if schema else f"{source_name}_synthetic")
@@ -782,15 +820,10 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
         #    the Parquet row groups, so memory stays bounded by one batch
         transformer = Synthesizer.load(model["model_uri"], store=store).transformer_
         assert transformer is not None
-        columns = list(transformer.output_dtypes)
         rows = int(synthetic["rows"])
-        if staged.get("source_is_query"):  # no source table to copy SQL types from
-            types = column_types_for_spec(transformer.spec, transformer.output_dtypes)
-            nullable = {c.name: c.nullable for c in transformer.spec.output_columns}
-        else:
-            source = reflect_table(engine, source_name, schema=source_schema)
-            types = {c.name: c.type for c in source.columns if c.name in columns}
-            nullable = {c.name: bool(c.nullable) for c in source.columns if c.name in columns}
+        types, nullable = _publish_types(
+            engine, transformer, staged, source_name, source_schema, target, schema
+        )
         release = {
             "synthetic_table": target, "source_table": table, "run_id": run_id, "published_at": published_at,
             "row_count": rows, "epsilon": float(model["epsilon"]), "delta": float(model["delta"]),
@@ -845,7 +878,9 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
             "warehouse": engine.url.render_as_string(hide_password=True),
             "asset_uri": uri,
             "rows": rows,
-            "rows_source": staged["rows_total"],
+            "rows_source": staged.get("rows_total"),
+            "resample_only": resample_only,
+            "epsilon_spent_this_run": 0.0 if resample_only else model["epsilon"],
             "schema": [{"name": n, "dtype": t} for n, t in transformer.output_dtypes.items()],
             "epsilon": model["epsilon"],
             "delta": model["delta"],
@@ -898,6 +933,39 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
                 events[outlet].add(Asset(uri=uri), extra=extra)
             elif isinstance(outlet, Asset) and outlet.uri == uri:
                 events[outlet].extra = extra
+
+
+def _publish_types(
+    engine: Any,
+    transformer: Any,
+    staged: Mapping[str, Any],
+    source_name: str,
+    source_schema: str | None,
+    target: str,
+    schema: str | None,
+) -> tuple[dict[str, Any], dict[str, bool]]:
+    """SQL column types of the synthetic table: the source table's; for a query source, generic
+    types from the spec; for a resample-only refresh, the live synthetic table's (else the source's)."""
+    import sqlalchemy as sa
+
+    from synth_core.warehouse import column_types_for_spec, reflect_table
+
+    columns = list(transformer.output_dtypes)
+    candidates = [] if staged.get("source_is_query") else [(source_name, source_schema)]
+    if not staged:
+        candidates.insert(0, (target, schema))
+    inspector = sa.inspect(engine)
+    for name, where in candidates:
+        if inspector.has_table(name, schema=where):
+            table = reflect_table(engine, name, schema=where)
+            return (
+                {c.name: c.type for c in table.columns if c.name in columns},
+                {c.name: bool(c.nullable) for c in table.columns if c.name in columns},
+            )
+    return (
+        column_types_for_spec(transformer.spec, transformer.output_dtypes),
+        {c.name: c.nullable for c in transformer.spec.output_columns},
+    )
 
 
 def _synthetic_comments(spec: TableSpec, release: Mapping[str, Any]) -> Any:
