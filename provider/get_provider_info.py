@@ -22,6 +22,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "dpsynth", "python-modules": ["synth_provider.operators.synthesize"]}
         ],
         "hooks": [{"integration-name": "dpsynth", "python-modules": ["synth_provider.hooks.dpsynth"]}],
+        "extra-links": ["synth_provider.links.report.SyntheticDataReportLink"],
         "config": {
             "dpsynth": {
                 "description": "Defaults of the dpsynth provider (the embedded warehouse, object store and ledger).",

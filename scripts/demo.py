@@ -59,9 +59,18 @@ def latest_manifest(dpsynth_home: Path) -> dict[str, object]:
 def print_summary(manifest: dict[str, object], dpsynth_home: Path, seconds: float) -> None:
     from synth_core.ledger import PrivacyLedger
 
-    metrics = manifest.get("metrics") or {}
+    # the real-data evaluation is internal: it sits beside the staged rows, not in the manifest
+    evaluations = sorted(
+        (dpsynth_home / "objects" / "staging").glob("*/*/evaluation.json"), key=os.path.getmtime
+    )
+    metrics = json.loads(evaluations[-1].read_text())["metrics"] if evaluations else {}
     assert isinstance(metrics, dict)
     status = PrivacyLedger(f"sqlite:///{dpsynth_home / 'ledger.db'}").status(str(manifest["source_table"]))
+
+    internals = sorted(
+        (dpsynth_home / "objects" / "staging").glob("*/*/internal_report.html"), key=os.path.getmtime
+    )
+    internal = internals[-1].as_uri() if internals else "(not written)"
 
     def fmt(key: str) -> str:
         value = metrics.get(key)
@@ -80,12 +89,13 @@ def print_summary(manifest: dict[str, object], dpsynth_home: Path, seconds: floa
         f"utility    income AUC trained on synthetic {fmt('tstr_auc')} vs on real {fmt('trtr_auc')} "
         "(tested on a real holdout)",
         f"privacy    DCR share {fmt('dcr_share')} (0.5 = no closer to training rows than to unseen rows), "
-        f"NNDR {fmt('nndr_mean')}",
+        f"NNDR {fmt('nndr_mean')}, membership-attack AUC {fmt('attack_auc')} (0.5 = chance)",
         "where",
         f"  synthetic table  {manifest['warehouse']}  table {manifest['synthetic_table']}",
         f"  parquet          {manifest['parquet_uri']}",
         f"  model bundle     {manifest['model_uri']}",
-        f"  report           {manifest['report_uri']}",
+        f"  report           {manifest['report_uri']}  (shareable: real-side figures are DP)",
+        f"  internal report  {internal}  (real-data evaluation: keep private)",
         f"  manifest         {manifest['manifest_uri']}",
         "=" * 78,
     ]

@@ -97,6 +97,19 @@ def test_refresh_publishes_the_source_schema_with_the_requested_rows(marker_run:
     assert Path(manifest["report_uri"].removeprefix("file://")).is_file()
     # progress with ε spent so far reached the task log
     assert "ε spent so far" in marker_run.logs
+    # the "Synthetic data report" extra link of validate and publish points at the reports
+    db = sqlite3.connect(marker_run.airflow_home / "airflow.db")
+    links = dict(
+        db.execute(
+            "SELECT task_id, value FROM xcom WHERE dag_id = 'example_synthesize_adult' AND key = 'dpsynth_report_url'"
+        ).fetchall()
+    )
+    db.close()
+    assert json.loads(links["synthesize_adult.publish"]) == manifest["report_uri"]
+    assert Path(json.loads(links["synthesize_adult.validate"]).removeprefix("file://")).is_file()
+    from synth_provider.links.report import SyntheticDataReportLink
+
+    assert SyntheticDataReportLink.name == "Synthetic data report"
 
 
 def test_no_planted_value_leaks_into_bundle_logs_xcom_or_reports(marker_run: DagRunResult) -> None:

@@ -148,6 +148,19 @@ def test_refresh_publishes_to_postgres_and_s3(refresh: Run) -> None:
         client.get_object(Bucket=refresh.bucket, Key="adult/published/adult/_latest.json")["Body"].read()
     )
     assert latest["run_id"] == run_id
+    # the report's extra link is a presigned HTTPS URL that opens without credentials
+    import urllib.request
+
+    db = sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db")
+    (url,) = db.execute(
+        "SELECT value FROM xcom WHERE dag_id = 'example_synthesize_postgres_s3' AND key = 'dpsynth_report_url' "
+        "AND task_id LIKE '%publish' ORDER BY timestamp DESC LIMIT 1"
+    ).fetchone()
+    db.close()
+    url = json.loads(url)
+    assert url.startswith(refresh.s3.endpoint_url) and "Signature" in url
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        assert b"<html" in resp.read(2000).lower()
     # the ledger (in the warehouse) recorded the spend
     with engine.connect() as conn:
         kinds = [

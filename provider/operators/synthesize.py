@@ -27,6 +27,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from synth_provider.hooks.dpsynth import DPSynthHook
 from synth_provider.lineage import LineageDataset, object_dataset, operator_lineage
+from synth_provider.links.report import SyntheticDataReportLink, persist_report_url
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -562,6 +563,7 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
     """
 
     template_fields: Sequence[str] = (*DPSynthBaseOperator.template_fields, "staged", "model", "synthetic")
+    operator_extra_links = (SyntheticDataReportLink(),)
 
     def __init__(
         self,
@@ -598,7 +600,7 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
         from synth_core.generators import Synthesizer
         from synth_core.metrics import evaluate_release
         from synth_core.object_store import join_uri
-        from synth_core.report import render_release_report
+        from synth_core.report import InternalEvidence, render_release_report
         from synth_expectations import PrivacyThresholds, validate_frame
 
         model = self._manifest(self.model, "model")
@@ -682,17 +684,41 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
             "synthetic_uri": synthetic["synthetic_uri"],
             "validation_uri": validation_uri,
         }
-        html = render_release_report(
-            spec=spec,
-            synthetic=frame,
-            transformer_state=transformer.to_dict(),
-            privacy=synth.privacy_ or {},
-            metrics=metrics,
-            release=release,
-        )
+        report_args: dict[str, Any] = {
+            "spec": spec,
+            "synthetic": frame,
+            "transformer_state": transformer.to_dict(),
+            "privacy": synth.privacy_ or {},
+            "release": release,
+            "validation": outcome.to_dict(),
+            "budget": hook.get_ledger().status(table).to_dict(),
+            "diagnostics": synth.diagnostics() or None,
+        }
+        # the shareable report: every real-data figure in it is a DP output (it may leave the
+        # sensitive zone and is published beside the table)
         report_uri = store.put_bytes(
-            join_uri(reports, "report.html"), html.encode(), content_type="text/html"
+            join_uri(reports, "report.html"),
+            render_release_report(**report_args).encode(),
+            content_type="text/html",
         )
+        persist_report_url(context, store, report_uri)
+        internal_report_uri = evaluation_uri = None
+        if staged is not None and compute_metrics:
+            evaluation_uri = store.put_bytes(
+                join_uri(staged["staging_uri"], "evaluation.json"),
+                json.dumps(
+                    {"table": table, "run_id": context["run_id"], "metrics": metrics}, indent=1
+                ).encode(),
+                content_type="application/json",
+            )
+            # the internal report adds statistics of real rows: it stays beside the staged rows
+            internal_report_uri = store.put_bytes(
+                join_uri(staged["staging_uri"], "internal_report.html"),
+                render_release_report(
+                    **report_args, metrics=metrics, internal=InternalEvidence(train, holdout)
+                ).encode(),
+                content_type="text/html",
+            )
         passed = sum(1 for r in outcome.results if r.success)
         self.log.info(
             "validation of %s: %d/%d expectations passed; Data Docs %s; report %s",
@@ -709,6 +735,8 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
             "success": True,
             "validation_uri": validation_uri,
             "report_uri": report_uri,
+            "internal_report_uri": internal_report_uri,
+            "evaluation_uri": evaluation_uri,
             "data_docs_uri": data_docs_uri,
             "metrics": metrics,
             "warnings": warnings,
@@ -752,6 +780,7 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
         "target_schema",
         "dbt_project_dir",
     )
+    operator_extra_links = (SyntheticDataReportLink(),)
 
     def __init__(
         self,
@@ -841,12 +870,18 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
             expected_rows=rows,  # the Parquet under the run key must be what was validated
         )
 
+        # the shareable report travels with the release
+        report_uri = validation.get("report_uri")
+        if report_uri:
+            report_uri = store.copy(str(report_uri), join_uri(published, "report.html"))
+            persist_report_url(context, store, report_uri)
+
         # 3. dbt sources
         q = engine.dialect.identifier_preparer.quote
         releases = f"{q(schema)}.{q(RELEASES_TABLE)}" if schema else q(RELEASES_TABLE)
         dbt_release = {
             **{k: release[k] for k in ("epsilon", "delta", "generator", "run_id", "source_table")},
-            "report_uri": validation.get("report_uri"),
+            "report_uri": report_uri,
             "manifest_uri": manifest_uri,
             "published_at": published_at.isoformat(),
         }
@@ -890,9 +925,10 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
             "model_uri": model["model_uri"],
             "parquet_uri": parquet_uri,
             "sources_yml_uri": sources_uri,
-            "report_uri": validation.get("report_uri"),
+            "report_uri": report_uri,
             "validation_uri": validation.get("validation_uri"),
-            "metrics": validation.get("metrics", {}),
+            # no real-data metric here: the manifest is published; they stay in the internal
+            # evaluation beside the staged rows (evaluation_uri, in the sensitive zone)
             "published_at": published_at.isoformat(),
         }
         body = json.dumps(manifest, indent=1).encode()

@@ -136,6 +136,13 @@ class Synthesizer(ABC):
         self.privacy_ = privacy
         return self
 
+    def diagnostics(self) -> dict[str, bytes]:
+        """Generator-specific figures for the release report, ``{caption: PNG bytes}``.
+
+        Must be built from DP outputs only (they go into the shareable report). Default: none.
+        """
+        return {}
+
     @property
     def is_fitted(self) -> bool:
         return self.transformer_ is not None
