@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 #: (namespace, name) of a dataset in OpenLineage's naming
 LineageDataset = tuple[str, str]
-
-
-def object_dataset(uri: str) -> LineageDataset:
-    """OpenLineage naming of an object-store URI: ``s3://bucket`` + key, or ``file`` + path."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        return f"s3://{parsed.netloc}", parsed.path.lstrip("/")
-    return "file", parsed.path
 
 
 def operator_lineage(inputs: Sequence[LineageDataset], outputs: Sequence[LineageDataset]) -> Any:

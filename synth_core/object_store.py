@@ -141,6 +141,14 @@ def join_uri(base: str, *parts: str) -> str:
     return out
 
 
+def lineage_dataset_for_uri(uri: str) -> tuple[str, str]:
+    """OpenLineage ``(namespace, name)`` of an object: ``s3://bucket`` + key, or ``file`` + path."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        return f"s3://{parsed.netloc}", parsed.path.lstrip("/")
+    return "file", parsed.path
+
+
 def local_path(uri: str) -> Path:
     """The filesystem path of a ``file://`` URI (or a plain path)."""
     parsed = urlparse(uri)

@@ -327,7 +327,7 @@ class TableSpec:
                 resolution = "day" if _is_date_only(col.type) else "second"
             cols.append(
                 ColumnSpec(
-                    name=col.name,
+                    name=str(col.name),  # not a quoted_name: it must serialise to plain YAML
                     kind=kind,
                     nullable=bool(col.nullable) and col.name not in pk,
                     resolution=resolution,

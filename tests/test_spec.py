@@ -94,3 +94,13 @@ def test_infer_from_a_real_catalog_reads_types_not_rows(tmp_path: Path) -> None:
     assert all(c.bounds is None and c.categories is None for c in spec.columns)  # nothing public by default
     with pytest.raises(SourceTableError, match="table 'nope' does not exist"):
         TableSpec.infer_from_sqlalchemy(engine, "nope")
+
+
+def test_an_inferred_spec_serialises_to_plain_yaml(tmp_path: Path) -> None:
+    from synth_core.datasets import adult_table
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    adult_table().create(engine)
+    spec = TableSpec.infer_from_sqlalchemy(engine, "adult", target="income")
+    again = TableSpec.from_yaml(spec.to_yaml())  # SQLAlchemy's quoted_name names would not dump
+    assert again == spec and again.column_names[0] == "age"

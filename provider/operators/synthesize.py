@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from synth_provider.hooks.dpsynth import DPSynthHook
-from synth_provider.lineage import LineageDataset, object_dataset, operator_lineage
+from synth_provider.lineage import LineageDataset, operator_lineage
 from synth_provider.links.report import SyntheticDataReportLink, persist_report_url
 
 if TYPE_CHECKING:
@@ -35,11 +34,6 @@ if TYPE_CHECKING:
     from synth_core.spec import TableSpec
 
 DEFAULT_GENERATOR = "dp_tvae"
-
-
-def run_key(run_id: str) -> str:
-    """A run id made safe for object keys and paths."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") or "run"
 
 
 @contextlib.contextmanager
@@ -196,17 +190,10 @@ class ExtractTableOperator(DPSynthBaseOperator):
         self.chunk_rows = chunk_rows
 
     def _execute(self, context: Context) -> dict[str, Any]:
-        import numpy as np
-        import pandas as pd
-        import pyarrow as pa
+        from synth_core.object_store import join_uri, lineage_dataset_for_uri
+        from synth_core.release import run_key, stage_source
+        from synth_core.warehouse import lineage_dataset
 
-        from synth_core.errors import ParameterError, SourceTableError
-        from synth_core.object_store import join_uri
-        from synth_core.privacy import secret_seed
-        from synth_core.warehouse import iter_table_chunks, lineage_dataset
-
-        if not (0.0 < float(self.holdout_fraction) < 0.9):
-            raise ParameterError(f"holdout_fraction must be in (0, 0.9), got {self.holdout_fraction!r}")
         spec = load_spec(self.spec, self.source_table)
         hook = self.get_hook()
         if self.epsilon is not None:
@@ -219,68 +206,25 @@ class ExtractTableOperator(DPSynthBaseOperator):
                 self.lifetime_delta,
                 self.log,
             )
-
         engine = hook.get_warehouse_engine()
-        store = hook.get_object_store()
-        staging = join_uri(hook.object_store_root(), "staging", spec.name, run_key(context["run_id"]))
-        dtypes, chunks = iter_table_chunks(
-            engine, spec, chunk_rows=int(self.chunk_rows), query=self.source_query or None
-        )
-        schema = pa.Schema.from_pandas(
-            pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in dtypes.items()}),
-            preserve_index=False,
-        )
-        rng = np.random.default_rng(secret_seed())
-        train_uri = join_uri(staging, "train.parquet")
-        holdout_uri = join_uri(staging, "holdout.parquet")
-        rows_train = rows_holdout = 0
-        # rows stream chunk by chunk into two Parquet files: memory stays bounded by one chunk, and
-        # neither file appears unless the whole table was read
-        with (
-            store.open_parquet_writer(train_uri, schema) as train_out,
-            store.open_parquet_writer(holdout_uri, schema) as holdout_out,
-        ):
-            for chunk in chunks:
-                mask = rng.random(len(chunk)) < float(self.holdout_fraction)
-                holdout_out.write_frame(chunk[mask])
-                train_out.write_frame(chunk[~mask])
-                rows_holdout += int(mask.sum())
-                rows_train += int((~mask).sum())
-            if rows_train + rows_holdout == 0:
-                raise SourceTableError(f"table {spec.name!r} is empty: there is nothing to synthesize")
-            if rows_train < 2 or rows_holdout < 1:
-                raise SourceTableError(
-                    f"table {spec.name!r} has too few rows ({rows_train + rows_holdout}) to train and "
-                    "evaluate a DP generator"
-                )
-        spec_uri = store.put_bytes(
-            join_uri(staging, "spec.yaml"), spec.to_yaml().encode(), content_type="text/yaml"
+        staged = stage_source(
+            engine,
+            hook.get_object_store(),
+            spec,
+            staging_uri=join_uri(hook.object_store_root(), "staging", spec.name, run_key(context["run_id"])),
+            holdout_fraction=float(self.holdout_fraction),
+            chunk_rows=int(self.chunk_rows),
+            query=self.source_query or None,
         )
         self._lineage = (
             [] if self.source_query else [lineage_dataset(engine, spec.name)],
-            [object_dataset(train_uri), object_dataset(holdout_uri)],
+            [lineage_dataset_for_uri(staged["train_uri"]), lineage_dataset_for_uri(staged["holdout_uri"])],
         )
         self.log.info(
             "staged table %s: %d rows (%d train, %d holdout) under %s",
-            spec.name,
-            rows_train + rows_holdout,
-            rows_train,
-            rows_holdout,
-            staging,
-        )
-        return {
-            "source_table": spec.name,
-            "staging_uri": staging,
-            "spec_uri": spec_uri,
-            "train_uri": train_uri,
-            "holdout_uri": holdout_uri,
-            "rows_total": rows_train + rows_holdout,
-            "rows_train": rows_train,
-            "rows_holdout": rows_holdout,
-            "holdout_fraction": float(self.holdout_fraction),
-            "dtypes": dtypes,
-            "source_is_query": bool(self.source_query),
-        }
+            spec.name, staged["rows_total"], staged["rows_train"], staged["rows_holdout"], staged["staging_uri"],
+        )  # fmt: skip
+        return staged
 
 
 def budget_check(
@@ -366,6 +310,7 @@ class TrainSynthesizerOperator(DPSynthBaseOperator):
         from synth_core.generators import create_synthesizer
         from synth_core.object_store import join_uri
         from synth_core.privacy import PrivacyBudget
+        from synth_core.release import run_key
         from synth_core.spec import TableSpec
 
         staged = self._manifest(self.staged, "staged")
@@ -475,6 +420,7 @@ class SampleSynthesizerOperator(DPSynthBaseOperator):
         from synth_core.errors import BundleError, ParameterError
         from synth_core.generators import Synthesizer
         from synth_core.object_store import join_uri
+        from synth_core.release import run_key
 
         hook = self.get_hook()
         store = hook.get_object_store()
@@ -600,6 +546,7 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
         from synth_core.generators import Synthesizer
         from synth_core.metrics import evaluate_release
         from synth_core.object_store import join_uri
+        from synth_core.release import run_key
         from synth_core.report import InternalEvidence, render_release_report
         from synth_expectations import PrivacyThresholds, validate_frame
 
@@ -808,155 +755,53 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
         self.dbt_freshness = dbt_freshness
 
     def _execute(self, context: Context) -> dict[str, Any]:
-        import datetime as dt
-        from pathlib import Path
-
-        from synth_core.dbt import render_dbt_sources_yml
+        from synth_core.bundle import read_bundle_metadata
         from synth_core.errors import ValidationFailedError
-        from synth_core.generators import Synthesizer
-        from synth_core.object_store import join_uri
-        from synth_core.warehouse import (
-            RELEASES_TABLE,
-            asset_uri,
-            lineage_dataset,
-            publish_table_atomically,
-            split_table_name,
-        )
+        from synth_core.release import publish_release
+        from synth_core.transformer import TableTransformer
 
-        staged = self._manifest(self.staged, "staged") if self.staged is not None else {}
         model = self._manifest(self.model, "model")
         synthetic = self._manifest(self.synthetic, "synthetic")
         validation = self._manifest(self.validation, "validation")
         if not validation.get("success"):
             raise ValidationFailedError("the synthetic table did not pass validation; nothing is published")
-        resample_only = bool(synthetic.get("resample_only"))
-        table = staged.get("source_table") or synthetic["source_table"]
-        source_schema, source_name = split_table_name(table)
-        schema = self.target_schema or None
-        target = self.target_table or (source_name if schema else f"{source_name}_synthetic")
-        run_id = context["run_id"]
         hook = self.get_hook()
         store = hook.get_object_store()
-        engine = hook.get_warehouse_engine()
-        published = join_uri(hook.object_store_root(), "published", table, run_key(run_id))
-        manifest_uri = join_uri(published, "_manifest.json")
-        published_at = dt.datetime.now(dt.UTC)
-
-        # 1. Parquet under the run key (no reader looks there before the manifest exists)
-        parquet_uri = store.copy(synthetic["synthetic_uri"], join_uri(published, f"{target}.parquet"))
-
-        # 2. the warehouse swap, comments and release log in one transaction; rows stream from
-        #    the Parquet row groups, so memory stays bounded by one batch
-        transformer = Synthesizer.load(model["model_uri"], store=store).transformer_
-        assert transformer is not None
-        rows = int(synthetic["rows"])
-        types, nullable = _publish_types(
-            engine, transformer, staged, source_name, source_schema, target, schema
+        meta = read_bundle_metadata(store.get_bytes(model["model_uri"]))
+        done = publish_release(
+            hook.get_warehouse_engine(),
+            store,
+            root_uri=hook.object_store_root(),
+            transformer=TableTransformer.from_dict(meta["transformer"]),
+            model=model,
+            synthetic_uri=synthetic["synthetic_uri"],
+            rows=int(synthetic["rows"]),
+            run_id=context["run_id"],
+            staged=self._manifest(self.staged, "staged") if self.staged is not None else None,
+            target_table=self.target_table,
+            target_schema=self.target_schema or None,
+            report_uri=validation.get("report_uri"),
+            validation_uri=validation.get("validation_uri"),
+            dbt_source_name=self.dbt_source_name,
+            dbt_project_dir=self.dbt_project_dir,
+            dbt_freshness=self.dbt_freshness,
+            resample_only=bool(synthetic.get("resample_only")),
         )
-        release = {
-            "synthetic_table": target, "source_table": table, "run_id": run_id, "published_at": published_at,
-            "row_count": rows, "epsilon": float(model["epsilon"]), "delta": float(model["delta"]),
-            "generator": str(model["generator"]), "manifest_uri": manifest_uri,
-        }  # fmt: skip
-        publish_table_atomically(
-            engine,
-            store.iter_parquet(parquet_uri),
-            target=target,
-            schema=schema,
-            column_types=types,
-            nullable=nullable,
-            comments=_synthetic_comments(transformer.spec, release),
-            release=release,
-            expected_rows=rows,  # the Parquet under the run key must be what was validated
-        )
-
-        # the shareable report travels with the release
-        report_uri = validation.get("report_uri")
-        if report_uri:
-            report_uri = store.copy(str(report_uri), join_uri(published, "report.html"))
-            persist_report_url(context, store, report_uri)
-
-        # 3. dbt sources
-        q = engine.dialect.identifier_preparer.quote
-        releases = f"{q(schema)}.{q(RELEASES_TABLE)}" if schema else q(RELEASES_TABLE)
-        dbt_release = {
-            **{k: release[k] for k in ("epsilon", "delta", "generator", "run_id", "source_table")},
-            "report_uri": report_uri,
-            "manifest_uri": manifest_uri,
-            "published_at": published_at.isoformat(),
-        }
-        sources_yml = render_dbt_sources_yml(
-            spec=transformer.spec,
-            source_name=self.dbt_source_name,
-            database=engine.url.database if engine.dialect.name == "postgresql" else None,
-            schema=schema
-            or ("main" if engine.dialect.name == "sqlite" else (engine.url.database or "public")),
-            table=target,
-            release=dbt_release,
-            domains=transformer.dp_domains(),
-            loaded_at_query=(f"select max(published_at) from {releases} where synthetic_table = '{target}'"),
-            freshness=self.dbt_freshness,
-        )
-        sources_uri = store.put_bytes(
-            join_uri(published, "sources.yml"), sources_yml.encode(), content_type="text/yaml"
-        )
-        if self.dbt_project_dir:
-            dbt_file = Path(self.dbt_project_dir) / "models" / "dpsynth" / f"{target}.yml"
-            dbt_file.parent.mkdir(parents=True, exist_ok=True)
-            dbt_file.write_text(sources_yml, encoding="utf-8")
-
-        # 4. the manifest, written last, then the pointer to it
-        uri = asset_uri(engine, target, schema=schema)
-        manifest = {
-            "source_table": table,
-            "synthetic_table": f"{schema}.{target}" if schema else target,
-            "warehouse": engine.url.render_as_string(hide_password=True),
-            "asset_uri": uri,
-            "rows": rows,
-            "rows_source": staged.get("rows_total"),
-            "resample_only": resample_only,
-            "epsilon_spent_this_run": 0.0 if resample_only else model["epsilon"],
-            "schema": [{"name": n, "dtype": t} for n, t in transformer.output_dtypes.items()],
-            "epsilon": model["epsilon"],
-            "delta": model["delta"],
-            "target_epsilon": model.get("target_epsilon"),
-            "generator": model["generator"],
-            "run_id": run_id,
-            "model_uri": model["model_uri"],
-            "parquet_uri": parquet_uri,
-            "sources_yml_uri": sources_uri,
-            "report_uri": report_uri,
-            "validation_uri": validation.get("validation_uri"),
-            # no real-data metric here: the manifest is published; they stay in the internal
-            # evaluation beside the staged rows (evaluation_uri, in the sensitive zone)
-            "published_at": published_at.isoformat(),
-        }
-        body = json.dumps(manifest, indent=1).encode()
-        store.put_bytes(manifest_uri, body, content_type="application/json")
-        store.put_bytes(
-            join_uri(hook.object_store_root(), "published", table, "_latest.json"),
-            json.dumps({"manifest_uri": manifest_uri, **manifest}, indent=1).encode(),
-            content_type="application/json",
-        )
-
-        # 5. lineage and the Asset event
-        self._lineage = (
-            []
-            if staged.get("source_is_query")
-            else [lineage_dataset(engine, source_name, schema=source_schema)],
-            [lineage_dataset(engine, target, schema=schema), object_dataset(parquet_uri)],
-        )
+        if done.report_uri:
+            persist_report_url(context, store, done.report_uri)
+        self._lineage = (done.lineage_inputs, done.lineage_outputs)
+        m = done.manifest
         self._emit_asset_event(
             context,
-            uri,
-            {"rows": rows, "epsilon": model["epsilon"], "delta": model["delta"], "run_id": run_id},
+            done.asset_uri,
+            {"rows": m["rows"], "epsilon": m["epsilon"], "delta": m["delta"], "run_id": m["run_id"]},
         )
         self.log.info(
             "published %d synthetic rows of %s as %s (ε=%.4f, δ=%.3g); parquet %s; manifest %s; asset %s",
-            rows, table, manifest["synthetic_table"], model["epsilon"], model["delta"], parquet_uri,
-            manifest_uri, uri,
+            m["rows"], m["source_table"], m["synthetic_table"], m["epsilon"], m["delta"], done.parquet_uri,
+            done.manifest_uri, done.asset_uri,
         )  # fmt: skip
-        return {**manifest, "manifest_uri": manifest_uri}
+        return {**m, "manifest_uri": done.manifest_uri}
 
     def _emit_asset_event(self, context: Context, uri: str, extra: dict[str, Any]) -> None:
         from airflow.sdk import Asset, AssetAlias
@@ -969,56 +814,3 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
                 events[outlet].add(Asset(uri=uri), extra=extra)
             elif isinstance(outlet, Asset) and outlet.uri == uri:
                 events[outlet].extra = extra
-
-
-def _publish_types(
-    engine: Any,
-    transformer: Any,
-    staged: Mapping[str, Any],
-    source_name: str,
-    source_schema: str | None,
-    target: str,
-    schema: str | None,
-) -> tuple[dict[str, Any], dict[str, bool]]:
-    """SQL column types of the synthetic table: the source table's; for a query source, generic
-    types from the spec; for a resample-only refresh, the live synthetic table's (else the source's)."""
-    import sqlalchemy as sa
-
-    from synth_core.warehouse import column_types_for_spec, reflect_table
-
-    columns = list(transformer.output_dtypes)
-    candidates = [] if staged.get("source_is_query") else [(source_name, source_schema)]
-    if not staged:
-        candidates.insert(0, (target, schema))
-    inspector = sa.inspect(engine)
-    for name, where in candidates:
-        if inspector.has_table(name, schema=where):
-            table = reflect_table(engine, name, schema=where)
-            return (
-                {c.name: c.type for c in table.columns if c.name in columns},
-                {c.name: bool(c.nullable) for c in table.columns if c.name in columns},
-            )
-    return (
-        column_types_for_spec(transformer.spec, transformer.output_dtypes),
-        {c.name: c.nullable for c in transformer.spec.output_columns},
-    )
-
-
-def _synthetic_comments(spec: TableSpec, release: Mapping[str, Any]) -> Any:
-    """Warehouse comments saying the table is synthetic, with ε, δ, generator and run id."""
-    from synth_core.warehouse import TableComments
-
-    stamp = (
-        f"ε={float(release['epsilon']):.4g}, δ={float(release['delta']):.3g}, generator {release['generator']}, "
-        f"run {release['run_id']}"
-    )
-    columns = {
-        c.name: f"Synthetic ({c.kind.value}), differentially private; {stamp}."
-        + (f" {c.description}" if c.description else "")
-        for c in spec.output_columns
-    }
-    table = (
-        f"SYNTHETIC data (differentially private) replacing {release['source_table']}; no row is a real "
-        f"record. {stamp}. Published by dpsynth."
-    )
-    return TableComments(table, columns)

@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
+from synth_core.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, read_bundle_metadata, read_weights
 from synth_core.dp_training import ProgressCallback
 from synth_core.errors import BundleError, ParameterError
 from synth_core.object_store import ObjectStore
@@ -35,8 +36,6 @@ from synth_core.rules import RuleUnsatisfiableError
 from synth_core.spec import TableSpec
 from synth_core.transformer import TableTransformer, fit_transformer_under_dp
 
-BUNDLE_FORMAT = "dpsynth-model-bundle"
-BUNDLE_VERSION = 1
 SAMPLE_CHUNK_ROWS = 50_000
 #: below this share of sampled rows satisfying the rules, sampling gives up (the model has not learned them)
 MIN_RULE_ACCEPTANCE = 0.005
@@ -225,19 +224,8 @@ class Synthesizer(ABC):
     @staticmethod
     def from_bytes(data: bytes) -> Synthesizer:
         """Load any registered generator from bundle bytes."""
-        import torch
-
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                meta = json.loads(zf.read("bundle.json"))
-                state = torch.load(io.BytesIO(zf.read("weights.pt")), weights_only=True, map_location="cpu")
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as exc:
-            raise BundleError(f"not a dpsynth model bundle ({exc.__class__.__name__})") from None
-        if meta.get("format") != BUNDLE_FORMAT or meta.get("version") != BUNDLE_VERSION:
-            raise BundleError(
-                f"unsupported bundle format {meta.get('format')!r} version {meta.get('version')!r} "
-                f"(this dpsynth reads {BUNDLE_FORMAT!r} version {BUNDLE_VERSION})"
-            )
+        meta = read_bundle_metadata(data)
+        state = read_weights(data)
         synth = get_generator_class(meta["generator"])(**meta["params"])
         synth.transformer_ = TableTransformer.from_dict(meta["transformer"])
         synth.privacy_ = meta["privacy"]
