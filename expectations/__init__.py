@@ -11,7 +11,7 @@ Importing this package is cheap: great_expectations, pandas and numpy load insid
 """
 
 from synth_expectations.outcome import SEVERITIES, ExpectationResult, ValidationOutcome
-from synth_expectations.privacy import RELEASE_METRIC_KEYS, PrivacyThresholds
+from synth_expectations.privacy import RELEASE_METRIC_KEYS, PrivacyThresholds, gate_metrics
 from synth_expectations.suite import CHECKS, ExtraExpectations, build_expectation_suite
 from synth_expectations.validate import RESULT_FORMAT, validate_frame, validate_suite
 
@@ -25,6 +25,7 @@ __all__ = [
     "PrivacyThresholds",
     "ValidationOutcome",
     "build_expectation_suite",
+    "gate_metrics",
     "validate_frame",
     "validate_suite",
 ]

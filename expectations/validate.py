@@ -700,7 +700,7 @@ def _privacy_result(
     metrics: Mapping[str, float | None],
     base: dict[str, Any],
 ) -> ExpectationResult:
-    """``"privacy: DCR share 0.973 exceeds the threshold 0.52 (max_dcr_share)."``"""
+    """``"privacy: DCR share (95% lower bound) 0.973 exceeds the threshold 0.52 (max_dcr_share)."``"""
     meta = exp.meta or {}
     metric = str(base["metric"])
     label, bound, _ = PRIVACY_METRICS.get(metric, (metric, "max", ""))

@@ -1138,15 +1138,9 @@ def cmd_validate(args: argparse.Namespace, env: Env) -> int:
     release_metrics = None
     thresholds = None
     if enforce:
-        from synth_expectations import PrivacyThresholds
+        from synth_expectations import PrivacyThresholds, gate_metrics
 
-        release_metrics = {
-            "dcr_share": metrics.get("dcr_share"),
-            "nndr_mean": metrics.get("nndr_mean"),
-            "attack_auc": metrics.get("attack_auc"),
-            "epsilon": bundle.epsilon,
-            "target_epsilon": bundle.target_epsilon,
-        }
+        release_metrics = gate_metrics(metrics, epsilon=bundle.epsilon, target_epsilon=bundle.target_epsilon)
         thresholds = PrivacyThresholds(
             max_dcr_share=args.max_dcr_share, min_nndr=args.min_nndr, max_attack_auc=args.max_attack_auc
         )

@@ -666,7 +666,7 @@ def test_privacy_thresholds(small: pd.DataFrame, adult_spec: TableSpec, dtypes: 
     lines = message.splitlines()
     assert len(lines) == 4
     for needle in (
-        "DCR share 0.97 exceeds the threshold 0.52 (max_dcr_share)",
+        "DCR share (95% lower bound) 0.97 exceeds the threshold 0.52 (max_dcr_share)",
         "membership-inference attack AUC 0.9 exceeds the threshold 0.6 (max_attack_auc)",
         "mean NNDR 0.1 is below the threshold 0.5 (min_nndr)",
         "ε 3.5 exceeds the target ε 3 (target_epsilon)",
@@ -831,7 +831,7 @@ def test_no_cell_value_in_rule_custom_or_privacy_results(
     # the Data Docs show the rules and the privacy thresholds (with the release aggregates)
     html = "\n".join(p.read_text(encoding="utf-8") for p in docs.rglob("*.html") if "validations" in p.parts)
     assert "Rule husband_is_male holds on every row" in html
-    assert "Privacy: DCR share must be at most 0.52 (max_dcr_share)" in html
+    assert "Privacy: DCR share (95% lower bound) must be at most 0.52 (max_dcr_share)" in html
     assert "target ε 3" in html and "0.97" in html
     stored_results = {
         r["expectation_config"]["kwargs"].get("column"): r for s in stored for r in s["results"]

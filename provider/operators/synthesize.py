@@ -548,7 +548,7 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
         from synth_core.object_store import join_uri
         from synth_core.release import run_key
         from synth_core.report import InternalEvidence, render_release_report
-        from synth_expectations import PrivacyThresholds, validate_frame
+        from synth_expectations import PrivacyThresholds, gate_metrics, validate_frame
 
         model = self._manifest(self.model, "model")
         synthetic = self._manifest(self.synthetic, "synthetic")
@@ -580,13 +580,9 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
             metrics = evaluate_release(train, holdout, frame, spec)
         release_metrics = None
         if enforce_privacy:
-            release_metrics = {
-                "dcr_share": metrics.get("dcr_share"),
-                "nndr_mean": metrics.get("nndr_mean"),
-                "attack_auc": metrics.get("attack_auc"),
-                "epsilon": float(model["epsilon"]),
-                "target_epsilon": float(model.get("target_epsilon") or model["epsilon"]),
-            }
+            release_metrics = gate_metrics(
+                metrics, epsilon=float(model["epsilon"]), target_epsilon=model.get("target_epsilon")
+            )
         with tempfile.TemporaryDirectory() as docs_dir:
             outcome = validate_frame(
                 frame,
