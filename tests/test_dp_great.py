@@ -2,15 +2,13 @@
 
 It stays in budget, clips and noises per row (one row = one sequence), decodes only valid rows,
 builds its vocabulary from public/DP information only, and round-trips through a bundle. The
-optional local-checkpoint path is exercised against a minimal stand-in for ``transformers``.
+optional local-checkpoint path fine-tunes a tiny GPT-2 saved locally, with the real ``transformers``.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import sys
-import types
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 import synth_core.generators.dp_great as dp_great  # registers "dp_great"
 from synth_core.errors import ParameterError
@@ -241,86 +238,45 @@ def test_pretrained_path_without_transformers_says_how_to_install(
     assert "pip install 'transformers" in str(err.value) and "nothing is downloaded" in str(err.value)
 
 
-# -- the local-checkpoint path against a minimal stand-in for `transformers` -------------------------
+# -- the local-checkpoint path, with the real `transformers` and a tiny GPT-2 built here -------------
 
 
-class _ByteTokenizer:
-    """Byte-level tokenizer: id = byte + 1; id 0 is end-of-text."""
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local GPT-2 checkpoint (1 layer, width 32, byte-level tokenizer) saved like a real one."""
+    pytest.importorskip("transformers")
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-    eos_token_id = 0
-    bos_token_id = None
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        assert not add_special_tokens
-        return [b + 1 for b in text.encode()]
-
-
-class _Config:
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update({"model_type": "tiny-bigram", "tie_word_embeddings": True, **kw})
-
-    def to_json_string(self) -> str:
-        return json.dumps(self.__dict__)
-
-
-class _TinyCausalLM(nn.Module):
-    """A position-aware bigram LM with tied input/output embeddings (like GPT-2's)."""
-
-    def __init__(self, config: _Config | None = None) -> None:
-        super().__init__()
-        self.config = config or _Config()
-        self.wte = nn.Embedding(257, 16)
-        self.wpe = nn.Embedding(2048, 16)
-        self.mix = nn.Linear(16, 16)
-        self.lm_head = nn.Linear(16, 257, bias=False)
-        if self.config.tie_word_embeddings:
-            self.lm_head.weight = self.wte.weight
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.wte
-
-    def get_output_embeddings(self) -> nn.Module:
-        return self.lm_head
-
-    def forward(self, input_ids, position_ids=None, past_key_values=None, use_cache=False):  # type: ignore[no-untyped-def]
-        assert position_ids is not None and position_ids.shape == input_ids.shape
-        h = torch.tanh(self.mix(self.wte(input_ids) + self.wpe(position_ids)))
-        return types.SimpleNamespace(
-            logits=self.lm_head(h), past_key_values=("cache",) if use_cache else None
-        )
-
-
-def _fake_transformers(checkpoint: Path) -> types.ModuleType:
-    def local_only(path: str, local_files_only: bool = False) -> None:
-        assert local_files_only and Path(path) == checkpoint, "must read the local checkpoint only"
-
-    mod = types.ModuleType("transformers")
-    mod.AutoTokenizer = types.SimpleNamespace(  # type: ignore[attr-defined]
-        from_pretrained=lambda path, local_files_only=False: (
-            local_only(path, local_files_only) or _ByteTokenizer()
-        )
+    path = tmp_path_factory.mktemp("tiny-gpt2")
+    vocab = {char: byte for byte, char in bytes_to_unicode().items()}
+    vocab["<|endoftext|>"] = 256
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<|endoftext|>", bos_token="<|endoftext|>"
+    ).save_pretrained(path)
+    config = GPT2Config(
+        vocab_size=257, n_positions=1024, n_embd=32, n_layer=1, n_head=2, bos_token_id=256, eos_token_id=256
     )
-    mod.AutoModelForCausalLM = types.SimpleNamespace(  # type: ignore[attr-defined]
-        from_pretrained=lambda path, local_files_only=False: (
-            local_only(path, local_files_only) or _TinyCausalLM()
-        ),
-        from_config=lambda config: _TinyCausalLM(config),
-    )
-    mod.AutoConfig = types.SimpleNamespace(  # type: ignore[attr-defined]
-        for_model=lambda model_type, **kw: _Config(model_type=model_type, **kw)
-    )
-    return mod
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return path
 
 
 def test_local_checkpoint_is_fine_tuned_privately_and_decodes_valid_rows(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, adult_split, adult_spec, fixed_noise
+    tiny_gpt2: Path, tmp_path: Path, adult_split, adult_spec, fixed_noise
 ) -> None:
     train, _ = adult_split
-    monkeypatch.setitem(sys.modules, "transformers", _fake_transformers(tmp_path))
-    synth = create_synthesizer("dp_great", pretrained_path=str(tmp_path), epochs=1, batch_size=100)
-    synth.fit(train.head(500), adult_spec, PrivacyBudget(3.0, 1e-5), seed=3)
+    synth = create_synthesizer("dp_great", pretrained_path=str(tiny_gpt2), epochs=1, batch_size=100)
+    synth.fit(train.head(300), adult_spec, PrivacyBudget(3.0, 1e-5), seed=3)
     assert synth.training_["pretrained"] is True and synth.privacy_["mechanisms"][-1]["name"] == "dp-sgd"
-    assert synth.lm_.lm.lm_head.weight is not synth.lm_.lm.wte.weight  # untied for ghost clipping
+    lm = synth.lm_.lm
+    assert (
+        lm.get_output_embeddings().weight is not lm.get_input_embeddings().weight
+    )  # untied for ghost clipping
 
     orders = np.argsort(np.random.default_rng(4).random((30, synth.vocabulary_.n_columns)), axis=1)
     slots = synth.lm_.sample(orders, 1.0, torch.Generator().manual_seed(4))
@@ -339,6 +295,20 @@ def test_local_checkpoint_is_fine_tuned_privately_and_decodes_valid_rows(
         loaded._sample_matrix(20, np.random.default_rng(9)),
         synth._sample_matrix(20, np.random.default_rng(9)),
     )
+    # a checkpoint whose position table is shorter than a serialized row: a clear error, not an IndexError
+    import shutil
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    short = tmp_path / "short-context"
+    shutil.copytree(tiny_gpt2, short)
+    GPT2LMHeadModel(
+        GPT2Config(vocab_size=257, n_positions=64, n_embd=32, n_layer=1, n_head=2)
+    ).save_pretrained(short)
+    with pytest.raises(ParameterError, match=r"more than its 64 positions"):
+        create_synthesizer("dp_great", pretrained_path=str(short), epochs=1).fit(
+            train.head(200), adult_spec, PrivacyBudget(3.0, 1e-5)
+        )
     with pytest.raises(ParameterError, match="not a local directory"):
         create_synthesizer("dp_great", pretrained_path=str(tmp_path / "nope"), epochs=1).fit(
             train.head(200), adult_spec, PrivacyBudget(3.0, 1e-5)

@@ -806,7 +806,27 @@ class _LocalLM:
         if out is not None and inp is not None and out.weight is inp.weight:
             out.weight = nn.Parameter(inp.weight.detach().clone())
             lm.config.tie_word_embeddings = False
-        return cls(lm, vocab, _phrase_tokens(tokenizer, vocab))
+        tokens = _phrase_tokens(tokenizer, vocab)
+        # the longest row sentence must fit the checkpoint's position table (else an opaque IndexError)
+        longest = 1 + sum(
+            len(phrase) + max(len(value) for value in values)
+            for phrase, values in zip(tokens["columns"], tokens["values"], strict=True)
+        )
+        limit = next(
+            (
+                int(v)
+                for k in ("n_positions", "max_position_embeddings")
+                if (v := getattr(lm.config, k, None))
+            ),
+            None,
+        )
+        if limit is not None and longest > limit:
+            raise ParameterError(
+                f"pretrained_path: a serialized row can take {longest} tokens of this checkpoint's tokenizer, "
+                f"more than its {limit} positions; use a checkpoint with a longer context or a tokenizer "
+                "with larger word pieces"
+            )
+        return cls(lm, vocab, tokens)
 
     # training
     def _sequences(
