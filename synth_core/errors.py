@@ -37,3 +37,13 @@ class ValidationFailedError(NonRetryableError):
 
 class BundleError(NonRetryableError):
     """A model bundle is missing, corrupt, or from an incompatible version."""
+
+
+class MissingExtraError(NonRetryableError, ImportError):
+    """An optional dependency (extra) of the chosen generator is not installed; raised before any
+    private computation, with the ``pip install`` line that fixes it."""
+
+
+class ShardError(NonRetryableError):
+    """The shards of a sharded sample do not form one complete table (missing, duplicated,
+    inconsistent): publishing them would lose or repeat rows."""

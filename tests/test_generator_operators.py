@@ -37,6 +37,9 @@ TINY: dict[str, dict[str, Any]] = {
         "epochs": 1, "batch_size": 400, "lstm_hidden": 12, "feature_dim": 8, "noise_dim": 8,
         "discriminator_hidden": [16],
     },
+    "mst": {"iters": 100},
+    "aim": {"max_rounds": 2, "round_iters": 20, "iters": 100},
+    "auto": {"gpu": False, "generator_params": {"aim": {"max_rounds": 2, "round_iters": 20, "iters": 100}}},
 }  # fmt: skip
 
 
@@ -70,9 +73,38 @@ def test_generator_trains_and_samples_through_the_operators(
         generator=generator,
         generator_params=TINY[generator],
     ).execute(ctx)  # fmt: skip
-    assert model["generator"] == generator
+    # 'auto' reports the generator it picked (AIM for this small table when the extra is installed)
+    assert model["generator"] == ("aim" if generator == "auto" else generator)
+    assert (model["generator_choice"] is not None) == (generator == "auto")
     assert 0 < model["epsilon"] <= 3.0 + 1e-9
     synthetic = SampleSynthesizerOperator(task_id="sample", model=model, num_rows=300).execute(ctx)
     assert synthetic["rows"] == 300
     status = PrivacyLedger(f"sqlite:///{dpsynth_home / 'ledger.db'}").status("adult")
     assert status.spent_epsilon == pytest.approx(model["epsilon"])
+
+
+def test_a_missing_extra_fails_with_the_install_line_and_spends_nothing(
+    dpsynth_home: Path, adult_frame: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from synth_core.datasets import adult_table, write_frame_to_table
+    from synth_core.ledger import PrivacyLedger
+    from synth_provider.operators.synthesize import ExtractTableOperator, TrainSynthesizerOperator
+
+    engine = sa.create_engine(f"sqlite:///{dpsynth_home / 'warehouse.db'}")
+    write_frame_to_table(engine, adult_frame.head(500), adult_table())
+    ctx = {"run_id": "run-missing-extra"}
+    staged = ExtractTableOperator(task_id="extract", source_table="adult", spec=str(ADULT_SPEC_PATH)).execute(
+        ctx
+    )
+    monkeypatch.setitem(sys.modules, "mbi", None)  # `import mbi` now fails as if the extra were absent
+    train = TrainSynthesizerOperator(
+        task_id="train", staged=staged, epsilon=1.0, lifetime_epsilon=10.0, generator="mst"
+    )
+    with pytest.raises(AirflowFailException, match=r"pip install 'airflow-provider-dpsynth\[marginal\]'"):
+        train.execute(ctx)
+    status = PrivacyLedger(f"sqlite:///{dpsynth_home / 'ledger.db'}").status("adult")
+    assert status.spent_epsilon == 0.0

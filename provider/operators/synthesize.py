@@ -261,15 +261,17 @@ class TrainSynthesizerOperator(DPSynthBaseOperator):
 
     Args:
         staged: the manifest returned by :class:`ExtractTableOperator` (usually ``extract.output``).
-        generator: a registered generator name (``dp_tvae``).
+        generator: a registered generator name (``dp_tvae``), or ``auto`` to let
+            :func:`~synth_core.generators.auto.choose_generator` pick one (logged, and returned as
+            ``generator`` with the reason in ``generator_choice``).
         generator_params: the generator's parameters (epochs, batch_size, ...).
         epsilon, delta: the release's target (ε, δ); the reported ε never exceeds ``epsilon``.
         preprocessing_fraction: budget share for DP bounds/quantiles/category discovery.
         lifetime_epsilon, lifetime_delta: initial lifetime grant when the table is new to the ledger.
         seed: seeds model initialisation only (DP noise always uses OS entropy).
 
-    Returns (XCom): ``{"model_uri", "generator", "epsilon", "delta", "target_epsilon", "rows_trained",
-    "dp_source_rows", "reservation_id", "source_table"}``.
+    Returns (XCom): ``{"model_uri", "generator", "generator_choice", "epsilon", "delta",
+    "target_epsilon", "rows_trained", "dp_source_rows", "reservation_id", "source_table"}``.
     """
 
     template_fields: Sequence[str] = (
@@ -307,6 +309,7 @@ class TrainSynthesizerOperator(DPSynthBaseOperator):
         self.seed = seed
 
     def _execute(self, context: Context) -> dict[str, Any]:
+        from synth_core.errors import MissingExtraError
         from synth_core.generators import create_synthesizer
         from synth_core.object_store import join_uri
         from synth_core.privacy import PrivacyBudget
@@ -342,9 +345,19 @@ class TrainSynthesizerOperator(DPSynthBaseOperator):
         except BaseException:
             ledger.release(reservation, note="failed before reading private rows")
             raise
-        synth.fit(train, spec, budget, seed=self.seed)
+        try:
+            synth.fit(train, spec, budget, seed=self.seed)
+        except MissingExtraError:
+            # raised before any private computation: nothing was spent, the message says what to install
+            ledger.release(reservation, note="the generator's optional extra is not installed")
+            raise
         assert synth.privacy_ is not None
         spent_eps, spent_delta = float(synth.privacy_["epsilon"]), float(synth.privacy_["delta"])
+        # generator="auto" picks one at fit time: report the one trained, and why
+        choice = (synth.training_ or {}).get("auto")
+        generator = str(choice["generator"]) if choice else str(self.generator)
+        if choice:
+            self.log.info("generator 'auto' picked %s: %s", choice["generator"], choice["reason"])
         model_uri = join_uri(
             hook.object_store_root(), "models", table, run_key(context["run_id"]), "model.dpsynth.zip"
         )
@@ -353,7 +366,7 @@ class TrainSynthesizerOperator(DPSynthBaseOperator):
         status = ledger.status(table)
         self.log.info(
             "trained %s on %d rows: ε=%.4f (target %.4g), δ=%.3g; table %s has ε %.4g of %.4g left; model %s",
-            self.generator,
+            generator,
             len(train),
             spent_eps,
             budget.epsilon,
@@ -367,7 +380,8 @@ class TrainSynthesizerOperator(DPSynthBaseOperator):
         return {
             "source_table": table,
             "model_uri": model_uri,
-            "generator": str(self.generator),
+            "generator": generator,
+            "generator_choice": choice["reason"] if choice else None,
             "epsilon": spent_eps,
             "delta": spent_delta,
             "target_epsilon": budget.epsilon,

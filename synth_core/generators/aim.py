@@ -1,0 +1,242 @@
+"""AIM (McKenna et al. 2022): an adaptive and iterative mechanism for DP synthetic data, on ``mbi``.
+
+As ``mechanisms/aim.py`` of Private-PGM, under ρ-zCDP with the ρ left after the DP preprocessing:
+
+1. measure every 1-way marginal (Gaussian, σ₀ = sqrt(T / (2·0.9·ρ)) for a nominal ``rounds`` T),
+   merge low-count cells (MST's domain compression) and estimate a first model;
+2. each round: pick the workload marginal the current model answers worst with the exponential
+   mechanism (ε = sqrt(8·0.1·ρ / T), score ``w·(‖x − x̂‖₁ − sqrt(2/π)·σ·cells)``, sensitivity
+   max ``w``), among the candidates whose junction tree stays under ``max_model_size`` scaled by
+   the share of budget used; measure it with Gaussian noise σ; re-estimate (warm start); when
+   the new measurement barely moved the model, halve σ and double ε (spend faster);
+3. the last round spends whatever budget remains; a final estimation gives the model.
+
+The workload is every ``degree``-way marginal (weight 1) of at most ``max_cells`` cells, and
+candidates are its downward closure weighted by overlap, as upstream.
+
+Runtime knobs for small machines: ``round_iters`` (estimation iterations per round, warm
+started), ``max_rounds`` (a hard cap on selection rounds: the cap's round spends the remaining
+budget at once) and ``max_model_size`` (MB of junction-tree tables). Upstream's defaults
+(1000 iterations per round, 80 MB, no cap) take hours on a table like Adult on 2 CPU cores;
+the defaults here finish in minutes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from synth_core.dp_training import ProgressCallback
+from synth_core.errors import ParameterError
+from synth_core.generators.base import register_generator
+from synth_core.generators.marginal import (
+    Marginals,
+    MarginalSynthesizer,
+    NumpyModel,
+    exponential_mechanism,
+)
+from synth_core.privacy import PrivacyAccountant
+
+
+def _downward_closure(cliques: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
+    out: set[tuple[str, ...]] = set()
+    for cl in cliques:
+        for r in range(1, len(cl) + 1):
+            out.update(itertools.combinations(cl, r))
+    return out
+
+
+def compile_workload(workload: list[tuple[str, ...]]) -> dict[tuple[str, ...], float]:
+    """Candidates: the workload's downward closure, each weighted by its overlap with the workload."""
+    sets = [set(w) for w in workload]
+    return {
+        cl: float(sum(len(set(cl) & w) for w in sets))
+        for cl in sorted(_downward_closure(workload), key=lambda c: (len(c), c))
+    }
+
+
+@register_generator
+class AIMSynthesizer(MarginalSynthesizer):
+    """AIM.
+
+    Args:
+        max_bins: at most this many cells per numeric/integer/datetime column (groups of its DP
+            quantile bins; + a NULL cell when nullable).
+        degree: the workload is every ``degree``-way marginal (2 or 3).
+        max_cells: workload marginals with more cells (after compression) are left out.
+        rounds: nominal number of rounds T that sets the per-round budget (default: upstream's
+            ``16·d``, lowered to ``0.9·d + max_rounds`` when that is smaller, so the capped rounds
+            share the budget; never below ``d``). AIM usually stops earlier because it halves σ
+            when progress stalls.
+        max_rounds: hard cap on the selection rounds (``None``: none); the capped round spends
+            the remaining budget. The default 40 keeps a 15-column table such as Adult to about
+            1–3 minutes on 2 CPU cores (each round re-fits the model, and JAX compiles each
+            new model structure: a few seconds per round on CPU).
+        max_model_size: junction-tree size limit in MB (upstream's default is 80).
+        round_iters: mirror-descent iterations per round (warm started).
+        iters: mirror-descent iterations of the final estimation.
+    """
+
+    name = "aim"
+
+    def __init__(
+        self,
+        *,
+        max_bins: int = 32,
+        degree: int = 2,
+        max_cells: int = 10_000,
+        rounds: int | None = None,
+        max_rounds: int | None = 40,
+        max_model_size: float = 10.0,
+        round_iters: int = 100,
+        iters: int = 1000,
+    ) -> None:
+        super().__init__(
+            max_bins=max_bins,
+            degree=degree,
+            max_cells=max_cells,
+            rounds=rounds,
+            max_rounds=max_rounds,
+            max_model_size=max_model_size,
+            round_iters=round_iters,
+            iters=iters,
+        )
+        if degree not in (2, 3):
+            raise ParameterError(f"degree must be 2 or 3, got {degree!r}")
+        for label, value in (("max_cells", max_cells), ("round_iters", round_iters)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParameterError(f"{label} must be an integer >= 1, got {value!r}")
+        for label, opt in (("rounds", rounds), ("max_rounds", max_rounds)):
+            if opt is not None and (isinstance(opt, bool) or not isinstance(opt, int) or opt < 1):
+                raise ParameterError(f"{label} must be an integer >= 1 or None, got {opt!r}")
+        if not (float(max_model_size) > 0):
+            raise ParameterError(f"max_model_size must be > 0 (MB), got {max_model_size!r}")
+
+    def _run_mechanism(
+        self,
+        mbi: Any,
+        data: Marginals,
+        names: list[str],
+        rho: float,
+        accountant: PrivacyAccountant,
+        noise_rng: np.random.Generator,
+        progress: ProgressCallback | None,
+    ) -> tuple[Any, dict[str, Any]]:
+        import jax
+        from mbi import junction_tree
+
+        d = len(names)
+        p = self.params
+        max_rounds = p["max_rounds"]
+        # nominal rounds T: upstream's 16·d. Each 1-way measurement costs as much as one round's
+        # measurement (0.9ρ/T) and a round ρ/T, so with a cap R the budget spreads over the rounds
+        # that actually run when T = 0.9·d + R. At least d (the 1-way measurements cost ≤ 0.9ρ).
+        nominal = 16 * d if max_rounds is None else min(16 * d, math.ceil(0.9 * d + int(max_rounds)))
+        rounds = max(int(p["rounds"] or nominal), d)
+        sigma = math.sqrt(rounds / (2.0 * 0.9 * rho))
+        epsilon = math.sqrt(8.0 * 0.1 * rho / rounds)
+
+        oneway = {}
+        for name in names:
+            oneway[name], _ = self._measure(mbi, data, (name,), sigma, noise_rng)
+        rho_oneway = d * 0.5 / sigma**2
+        rho_used = rho_oneway
+        data, measurements = self._compress(mbi, data, names, oneway, dict.fromkeys(names, sigma))
+        domain = mbi.Domain(names, data.sizes)
+
+        degree = min(int(p["degree"]), d)
+        workload = [
+            cl for cl in itertools.combinations(names, degree) if data.size(cl) <= int(p["max_cells"])
+        ]
+        candidates = compile_workload(workload) if workload else {(n,): 1.0 for n in names}
+        model = self._estimate(mbi, domain, measurements, int(p["round_iters"]))
+
+        rho_select = rho_measure = 0.0
+        selected: list[list[str]] = []
+        sigma_halvings = 0
+        t = 0
+        terminate = False
+        started = time.perf_counter()
+        while not terminate:
+            t += 1
+            if rho - rho_used < 2.0 * (0.5 / sigma**2 + epsilon**2 / 8.0) or (
+                max_rounds is not None and t >= int(max_rounds)
+            ):
+                remaining = rho - rho_used
+                sigma = math.sqrt(1.0 / (2.0 * 0.9 * remaining))
+                epsilon = math.sqrt(8.0 * 0.1 * remaining)
+                terminate = True
+            rho_used += epsilon**2 / 8.0 + 0.5 / sigma**2
+            rho_select += epsilon**2 / 8.0
+            rho_measure += 0.5 / sigma**2
+            size_limit = float(p["max_model_size"]) * rho_used / rho
+            small = self._filter(junction_tree, candidates, model, domain, size_limit)
+            view = NumpyModel(model, dict(zip(names, data.sizes, strict=True)))
+            cl = self._worst_approximated(small, data, view, epsilon, sigma, noise_rng)
+            n_cells = data.size(cl)
+            m, _ = self._measure(mbi, data, cl, sigma, noise_rng)
+            measurements.append(m)
+            selected.append(list(cl))
+            z = view.project(cl)
+            jax.clear_caches()  # each round compiles a new structure: drop the old programs
+            model = self._estimate(mbi, domain, measurements, int(p["round_iters"]), warm=model)
+            w = NumpyModel(model, dict(zip(names, data.sizes, strict=True))).project(cl)
+            if not terminate and np.abs(w - z).sum() <= sigma * math.sqrt(2.0 / math.pi) * n_cells:
+                sigma /= 2.0
+                epsilon *= 2.0
+                sigma_halvings += 1
+            if progress is not None:
+                progress({"phase": "round", "round": t, "budget_used": rho_used / rho})
+        accountant.spend_gaussian("aim:oneway", rho_oneway, marginals=d)
+        accountant.spend_gaussian("aim:select", rho_select, picks=t, mechanism="exponential")
+        accountant.spend_gaussian("aim:measure", rho_measure, marginals=t)
+        if progress is not None:
+            progress({"phase": "estimate", "cliques": len(measurements)})
+        model = self._estimate(mbi, domain, measurements, int(p["iters"]), warm=model)
+        return model, {
+            "rounds": t,
+            "nominal_rounds": rounds,
+            "sigma_halvings": sigma_halvings,
+            "selected": selected,
+            "round_seconds": time.perf_counter() - started,
+        }
+
+    @staticmethod
+    def _filter(
+        junction_tree: Any,
+        candidates: dict[tuple[str, ...], float],
+        model: Any,
+        domain: Any,
+        size_limit: float,
+    ) -> dict[tuple[str, ...], float]:
+        """Candidates already inside the model's cliques, or that keep it under ``size_limit`` MB."""
+        cliques = [tuple(c) for c in model.cliques]
+        free = _downward_closure(cliques)
+        out: dict[tuple[str, ...], float] = {}
+        for cl, wgt in candidates.items():
+            if cl in free or junction_tree.hypothetical_model_size(domain, [*cliques, cl]) <= size_limit:
+                out[cl] = wgt
+        return out
+
+    @staticmethod
+    def _worst_approximated(
+        candidates: dict[tuple[str, ...], float],
+        data: Marginals,
+        model: NumpyModel,
+        epsilon: float,
+        sigma: float,
+        rng: np.random.Generator,
+    ) -> tuple[str, ...]:
+        keys = list(candidates)
+        scores = np.empty(len(keys))
+        for i, cl in enumerate(keys):
+            x = data.counts(cl)
+            xhat = model.project(cl)
+            bias = math.sqrt(2.0 / math.pi) * sigma * x.size
+            scores[i] = candidates[cl] * (np.abs(x - xhat).sum() - bias)
+        sensitivity = max(abs(w) for w in candidates.values())
+        return keys[exponential_mechanism(scores, epsilon, sensitivity, rng)]
