@@ -782,6 +782,348 @@ def association_matrix(
 
 
 # ------------------------------------------------------------------------------------------------
+# the SDGym / DP-MAF literature's metrics: pMSE ratio, SRA, Wasserstein, pairwise MI
+
+
+def pmse_ratio(
+    real: pd.DataFrame,
+    synth: pd.DataFrame,
+    spec: TableSpec,
+    *,
+    model: Literal["tree", "logistic"] = "tree",
+    max_rows: int | None = 20_000,
+    n_permutations: int = 5,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, Any]:
+    """Propensity-score mean squared error (pMSE) over its null expectation (Snoke et al. 2018).
+
+    Real and synthetic rows (each subsampled, seeded, to ``max_rows``) are stacked with a label
+    (1 = synthetic) and a classifier estimates each row's propensity ``p̂`` of being synthetic
+    (in sample, as the pMSE is defined), on the :class:`TableEncoder` rank encoding fit on
+    ``real``. ``pMSE = mean((p̂ − c)²)`` with ``c`` the synthetic share. The null expectation
+    (both tables from one distribution):
+
+    * ``model="tree"`` (default): a CART (depth ≤ 6, leaves of ≥ 50 rows), which sees
+      interactions between columns; the null is the mean pMSE over ``n_permutations`` random
+      permutations of the labels;
+    * ``model="logistic"``: main-effects logistic regression with ``k`` parameters, null
+      ``(k − 1)(1 − c)²c/N``. Main effects only see the 1-way marginals: a table whose columns
+      were shuffled independently is invisible to it.
+
+    Returns:
+        ``{"ratio": float, "pmse": float, "pmse_null": float, "model": str, "n_real": int,
+        "n_synthetic": int}``. ``ratio`` ≥ 0 (unitless): ≈ 1 when the classifier cannot tell
+        the tables apart better than two samples of one distribution; a copy of the real rows
+        scores ≈ 0; larger is worse (independently shuffled columns score far above 1 with the
+        tree). ``pmse`` lies in [0, 0.25].
+    """
+    if model not in ("tree", "logistic"):
+        raise ValueError(f"model must be 'tree' or 'logistic', got {model!r}")
+    rng = np.random.default_rng(seed)
+    r = _subsample(real, max_rows, rng)
+    s = _subsample(synth, max_rows, rng)
+    if len(r) == 0 or len(s) == 0:
+        raise ValueError("pmse_ratio needs non-empty real and synthetic frames")
+    names = metric_columns(spec, real)
+    enc = TableEncoder(spec, names, numeric="rank").fit(r)
+    x = np.vstack([enc.transform(r), enc.transform(s)])
+    y = np.concatenate([np.zeros(len(r)), np.ones(len(s))])
+    c = float(len(s) / len(y))
+
+    def fit_pmse(labels: NDArray[np.float64]) -> float:
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from threadpoolctl import threadpool_limits
+
+        if model == "logistic":
+            from sklearn.linear_model import LogisticRegression
+
+            clf: Any = LogisticRegression(C=1e4, max_iter=1000)
+        else:
+            from sklearn.tree import DecisionTreeClassifier
+
+            clf = DecisionTreeClassifier(max_depth=6, min_samples_leaf=50, random_state=seed)
+        with threadpool_limits(limits=1), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(x, labels)
+            p = np.asarray(clf.predict_proba(x)[:, 1], dtype=np.float64)
+        return float(np.mean((p - c) ** 2))
+
+    pmse = fit_pmse(y)
+    if model == "logistic":
+        k = x.shape[1] + 1
+        null = (k - 1) * (1 - c) ** 2 * c / len(y)
+    else:
+        perm_rng = np.random.default_rng(seed + 1)
+        null = float(np.mean([fit_pmse(perm_rng.permutation(y)) for _ in range(max(n_permutations, 1))]))
+    return {
+        "ratio": float(pmse / null) if null > 0 else math.inf,
+        "pmse": pmse,
+        "pmse_null": float(null),
+        "model": model,
+        "n_real": len(r),
+        "n_synthetic": len(s),
+    }
+
+
+def _sra_models(classification: bool, seed: int) -> dict[str, Any]:
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    if classification:
+        return {
+            "logistic_regression": make_pipeline(StandardScaler(), LogisticRegression(max_iter=300)),
+            "decision_tree": DecisionTreeClassifier(max_depth=8, random_state=seed),
+            "random_forest": RandomForestClassifier(n_estimators=30, max_depth=10, random_state=seed),
+            "gradient_boosting": HistGradientBoostingClassifier(max_iter=50, random_state=seed),
+            "knn": make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=25)),
+        }
+    return {
+        "ridge": make_pipeline(StandardScaler(), Ridge(alpha=1.0)),
+        "decision_tree": DecisionTreeRegressor(max_depth=8, random_state=seed),
+        "random_forest": RandomForestRegressor(n_estimators=30, max_depth=10, random_state=seed),
+        "gradient_boosting": HistGradientBoostingRegressor(max_iter=50, random_state=seed),
+        "knn": make_pipeline(StandardScaler(), KNeighborsRegressor(n_neighbors=25)),
+    }
+
+
+def _model_scores(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    spec: TableSpec,
+    target: str,
+    features: list[str],
+    classification: bool,
+    seed: int,
+) -> dict[str, float]:
+    """Test-set score of every SRA model fit on ``train``: ROC AUC (macro one-vs-rest) or R²."""
+    from sklearn.metrics import r2_score
+    from threadpoolctl import threadpool_limits
+
+    enc = TableEncoder(spec, features, numeric="raw").fit(train)
+    x_train, x_test = enc.transform(train), enc.transform(test)
+    scores: dict[str, float] = {}
+    if classification:
+        y_train, m_train = _as_keys(train[target])
+        y_test, m_test = _as_keys(test[target])
+        codes, classes = pd.factorize(y_train[~m_train])
+        for name, model in _sra_models(True, seed).items():
+            if len(classes) < 2:
+                scores[name] = 0.5
+                continue
+            with threadpool_limits(limits=1):
+                model.fit(x_train[~m_train], codes)
+                proba = np.asarray(model.predict_proba(x_test[~m_test]), dtype=np.float64)
+            labels = list(classes[np.asarray(model.classes_, dtype=np.int64)])
+            scores[name] = _macro_ovr_auc(y_test[~m_test], proba, labels)
+        return scores
+    kind = spec.column(target).kind
+    yt, ys = _as_float(train[target], kind), _as_float(test[target], kind)
+    ok_t, ok_s = ~np.isnan(yt), ~np.isnan(ys)
+    for name, model in _sra_models(False, seed).items():
+        with threadpool_limits(limits=1):
+            model.fit(x_train[ok_t], yt[ok_t])
+            pred = np.asarray(model.predict(x_test[ok_s]), dtype=np.float64)
+        scores[name] = float(r2_score(ys[ok_s], pred))
+    return scores
+
+
+def synthetic_ranking_agreement(
+    synth: pd.DataFrame,
+    real_train: pd.DataFrame,
+    real_holdout: pd.DataFrame,
+    spec: TableSpec,
+    target: str | None = None,
+    *,
+    max_train_rows: int | None = 10_000,
+    max_test_rows: int | None = 10_000,
+    tolerance: float = 1e-9,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, Any] | None:
+    """Synthetic Ranking Agreement (Jordon et al. 2018): do models rank the same on synthetic data?
+
+    Five scikit-learn models (logistic/ridge regression, decision tree, random forest, gradient
+    boosting, k-nearest neighbours; fixed random states) are each trained once on
+    ``real_train`` and once on ``synth`` (subsampled, seeded, to ``max_train_rows``) and scored
+    on ``real_holdout``: ROC AUC for a categorical/boolean target, R² for a numeric one. SRA is
+    the share of model pairs ``(i, j)`` whose order agrees: ``sign(A_i − A_j) == sign(B_i − B_j)``
+    with ``A`` the real-trained and ``B`` the synthetic-trained scores (differences within
+    ``tolerance`` count as ties; a tie agrees only with a tie).
+
+    Returns:
+        ``{"sra": float, "pairs": int, "scores_real": {model: float}, "scores_synthetic":
+        {model: float}, "target": str}``, or ``None`` without a target. ``sra`` in [0, 1]: 1 =
+        the synthetic table ranks the models exactly as the real one (what model selection on
+        it needs); about 0.5 = unrelated rankings.
+    """
+    target = target or spec.target
+    if target is None:
+        return None
+    rng = np.random.default_rng(seed)
+    features = [c for c in metric_columns(spec, real_holdout) if c != target]
+    classification = spec.column(target).kind not in _CONTINUOUS_KINDS
+    test = _subsample(real_holdout, max_test_rows, rng)
+    real_scores = _model_scores(
+        _subsample(real_train, max_train_rows, rng), test, spec, target, features, classification, seed
+    )
+    synth_scores = _model_scores(
+        _subsample(synth, max_train_rows, rng), test, spec, target, features, classification, seed
+    )
+    names = list(real_scores)
+    agree = 0
+    pairs = list(itertools.combinations(names, 2))
+    for a, b in pairs:
+        da = real_scores[a] - real_scores[b]
+        db = synth_scores[a] - synth_scores[b]
+        sa = 0 if abs(da) <= tolerance else int(np.sign(da))
+        sb = 0 if abs(db) <= tolerance else int(np.sign(db))
+        agree += int(sa == sb)
+    return {
+        "sra": float(agree / len(pairs)) if pairs else 1.0,
+        "pairs": len(pairs),
+        "scores_real": real_scores,
+        "scores_synthetic": synth_scores,
+        "target": target,
+    }
+
+
+def _wasserstein_1d(a: NDArray[np.float64], b: NDArray[np.float64]) -> float:
+    from scipy.stats import wasserstein_distance
+
+    return float(wasserstein_distance(a, b))
+
+
+def wasserstein_ratio(
+    synth: pd.DataFrame,
+    real_train: pd.DataFrame,
+    spec: TableSpec,
+    real_holdout: pd.DataFrame | None = None,
+    *,
+    max_rows: int | None = 50_000,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, Any]:
+    """Per-column 1-D Wasserstein distance (earth mover's, W1) of numeric/integer/datetime columns.
+
+    For each continuous modelled column, W1 between the non-NULL values of ``real_train`` and of
+    ``synth`` (subsampled, seeded, to ``max_rows``), divided by the real column's standard
+    deviation, so it is unitless and comparable across columns (0 = identical distributions;
+    a shift of the whole column by one standard deviation gives 1). With ``real_holdout``, the
+    same distance from the holdout to ``real_train`` is the sampling-noise floor, and ``ratio``
+    is the synthetic mean over the holdout mean (≈ 1 ideal, larger is worse).
+
+    Returns:
+        ``{"mean": float | None, "max": float | None, "ratio": float | None, "holdout_mean":
+        float | None, "columns": {column: float}}``: ``mean``/``max`` over the continuous
+        columns (``None`` when there are none), ``ratio`` ``None`` without a holdout. Columns
+        with a constant real value are normalised by 1 instead.
+    """
+    rng = np.random.default_rng(seed)
+    train = _subsample(real_train, max_rows, rng)
+    syn = _subsample(synth, max_rows, rng)
+    hold = _subsample(real_holdout, max_rows, rng) if real_holdout is not None else None
+    per: dict[str, float] = {}
+    per_hold: dict[str, float] = {}
+    for name in metric_columns(spec, real_train):
+        kind = spec.column(name).kind
+        if kind not in _CONTINUOUS_KINDS:
+            continue
+        r = _as_float(train[name], kind)
+        r = r[~np.isnan(r)]
+        x = _as_float(syn[name], kind)
+        x = x[~np.isnan(x)]
+        if r.size == 0 or x.size == 0:
+            continue
+        scale = float(np.std(r)) or 1.0
+        per[name] = _wasserstein_1d(r, x) / scale
+        if hold is not None:
+            h = _as_float(hold[name], kind)
+            h = h[~np.isnan(h)]
+            if h.size:
+                per_hold[name] = _wasserstein_1d(r, h) / scale
+    mean = float(np.mean(list(per.values()))) if per else None
+    hold_mean = float(np.mean(list(per_hold.values()))) if per_hold else None
+    ratio = None
+    if mean is not None and hold_mean is not None:
+        ratio = float(mean / hold_mean) if hold_mean > 0 else (1.0 if mean == 0 else math.inf)
+    return {
+        "mean": mean,
+        "max": float(np.max(list(per.values()))) if per else None,
+        "ratio": ratio,
+        "holdout_mean": hold_mean,
+        "columns": per,
+    }
+
+
+def _entropy(counts: NDArray[np.float64]) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def _normalized_mi(a: NDArray[np.int64], b: NDArray[np.int64], ka: int, kb: int) -> float:
+    """Mutual information of two code arrays over the mean of their entropies (0..1)."""
+    joint = np.bincount(a * kb + b, minlength=ka * kb).astype(np.float64)
+    ha = _entropy(np.bincount(a, minlength=ka).astype(np.float64))
+    hb = _entropy(np.bincount(b, minlength=kb).astype(np.float64))
+    mi = ha + hb - _entropy(joint)
+    denom = (ha + hb) / 2.0
+    return float(min(max(mi / denom, 0.0), 1.0)) if denom > 0 else 0.0
+
+
+def mutual_information_difference(
+    real: pd.DataFrame,
+    synth: pd.DataFrame,
+    spec: TableSpec,
+    max_pairs: int | None = None,
+    seed: int = DEFAULT_SEED,
+    *,
+    bins: int = 20,
+) -> dict[str, Any]:
+    """Mean absolute difference of pairwise normalized mutual information, real vs synthetic.
+
+    Columns are discretized as for the marginal TVDs (:func:`discretize_for_marginals`, real
+    cells define the numeric bins, NULL is a cell). For each column pair, the normalized mutual
+    information ``NMI = I(a; b) / ((H(a) + H(b)) / 2)`` (in [0, 1]) is computed on each table;
+    the metric is the mean of ``|NMI_real − NMI_synth|`` over pairs (at most ``max_pairs``,
+    drawn with ``seed``).
+
+    Returns:
+        ``{"mean": float, "max": float, "n_pairs": int}``, all in [0, 1]: 0 = every pairwise
+        dependence kept; a table whose columns were shuffled independently loses all of it
+        (its NMIs are ≈ 0, so the score ≈ the real mean NMI).
+    """
+    dr, ds = discretize_for_marginals([real, synth], spec, bins=bins)
+    names = list(dr.columns)
+    pairs = list(itertools.combinations(range(len(names)), 2))
+    if max_pairs is not None and len(pairs) > max_pairs:
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(pairs), size=max_pairs, replace=False))
+        pairs = [pairs[i] for i in pick]
+    r = dr.to_numpy(dtype=np.int64)
+    s = ds.to_numpy(dtype=np.int64)
+    if not pairs or len(r) == 0 or len(s) == 0:
+        return {"mean": 0.0, "max": 0.0, "n_pairs": 0}
+    width = np.maximum(r.max(axis=0, initial=0), s.max(axis=0, initial=0)) + 1
+    diffs = [
+        abs(
+            _normalized_mi(r[:, i], r[:, j], int(width[i]), int(width[j]))
+            - _normalized_mi(s[:, i], s[:, j], int(width[i]), int(width[j]))
+        )
+        for i, j in pairs
+    ]
+    return {"mean": float(np.mean(diffs)), "max": float(np.max(diffs)), "n_pairs": len(pairs)}
+
+
+# ------------------------------------------------------------------------------------------------
 # one call for a release
 
 
@@ -803,8 +1145,13 @@ def evaluate_release(
     target —, ``dcr_share`` (≈0.5 ideal, → 1 memorisation) and ``dcr_share_lower95`` (its one-sided 95%
     lower confidence bound, what the release gate compares), ``dcr_median_train`` and
     ``dcr_median_holdout``, ``nndr_mean`` and ``nndr_p05`` (0..1, near 0 flags copies),
-    ``attack_auc`` (distance-based membership inference, 0.5 ideal, → 1 leaks membership), and
-    ``rows_real_train``, ``rows_real_holdout``, ``rows_synthetic``.
+    ``attack_auc`` (distance-based membership inference, 0.5 ideal, → 1 leaks membership),
+    ``wasserstein_mean`` (mean per-column W1 over the real standard deviation, 0 ideal) and
+    ``wasserstein_ratio`` (that over the holdout's, ≈ 1 ideal) — ``None`` without numeric
+    columns —, ``mi_diff_mean`` (mean absolute difference of pairwise normalized mutual
+    information, 0..1, 0 ideal), and ``rows_real_train``, ``rows_real_holdout``,
+    ``rows_synthetic``. The costlier :func:`pmse_ratio` and :func:`synthetic_ranking_agreement`
+    are separate calls (the benchmark runs them).
 
     Cost is bounded by subsampling with fixed seeds: at most ``max_pairs`` 2-way marginals, at
     most 40k training rows per classifier and ``max_distance_rows`` rows per distance metric.
@@ -817,6 +1164,8 @@ def evaluate_release(
     mia = membership_inference_auc(
         synth, real_train, real_holdout, spec, max_rows=max_distance_rows, seed=seed
     )
+    wass = wasserstein_ratio(synth, real_train, spec, real_holdout=real_holdout, seed=seed)
+    mi = mutual_information_difference(real_train, synth, spec, max_pairs=max_pairs, seed=seed)
     return {
         "tvd_1way_mean": t1["mean"],
         "tvd_1way_max": t1["max"],
@@ -831,6 +1180,9 @@ def evaluate_release(
         "nndr_mean": nn["mean"],
         "nndr_p05": nn["p05"],
         "attack_auc": mia["auc"],
+        "wasserstein_mean": wass["mean"],
+        "wasserstein_ratio": wass["ratio"],
+        "mi_diff_mean": mi["mean"],
         "rows_real_train": len(real_train),
         "rows_real_holdout": len(real_holdout),
         "rows_synthetic": len(synth),
@@ -848,6 +1200,10 @@ __all__ = [
     "marginal_tvd_2way",
     "membership_inference_auc",
     "metric_columns",
+    "mutual_information_difference",
     "nndr",
+    "pmse_ratio",
+    "synthetic_ranking_agreement",
     "tstr_auc",
+    "wasserstein_ratio",
 ]

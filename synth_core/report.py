@@ -108,6 +108,12 @@ METRIC_MEANINGS: dict[str, str] = {
     "nndr_p05": "5th percentile of that ratio (the most record-like synthetic rows).",
     "attack_auc": "ROC AUC of a distance-based membership-inference attack using the synthetic table "
     "(0.5 = it cannot tell training rows from unseen ones; near 1 = membership leaks).",
+    "wasserstein_mean": "Mean distance (1-D Wasserstein, in real standard deviations) between synthetic and "
+    "real numeric columns (0 = identical; lower is better).",
+    "wasserstein_ratio": "That distance over the same distance from unseen holdout rows "
+    "(about 1 = as close as a fresh real sample; larger is worse).",
+    "mi_diff_mean": "Mean absolute difference of pairwise normalized mutual information, real vs synthetic "
+    "(0 = every pairwise dependence kept; lower is better).",
     "rows_real_train": "Real rows the generator was trained on.",
     "rows_real_holdout": "Real rows kept out of training, used only for evaluation.",
     "rows_synthetic": "Rows of the synthetic table.",
