@@ -12,6 +12,11 @@ One function, :func:`train_with_dp_sgd`, owns what makes training private:
 ``grad_sample_mode="ghost"`` (fast gradient clipping) is the default: Opacus returns a wrapped
 criterion that must be used, with per-sample losses (``reduction="none"`` inside, "mean" outside).
 Models must not use BatchNorm (it mixes samples); LayerNorm is fine.
+
+Inside :func:`synth_core.distributed.distributed_training` (N processes under ``torchrun``, one per
+GPU), :class:`PrivateTrainer` trains with Opacus's DPDDP: same sampling rate, noise multiplier and
+steps as one process, so the same ε (see :mod:`synth_core.distributed`). On CUDA the loader pins
+its batches in page-locked memory so host-to-GPU copies overlap the computation.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from synth_core.errors import ParameterError
-from synth_core.privacy import PrivacyAccountant, secret_seed, sgm_rdp
+from synth_core.privacy import PrivacyAccountant, local_secret_seed, secret_seed, sgm_rdp
 
 log = logging.getLogger("synth_core.training")
 
@@ -76,11 +81,60 @@ class DPSGDConfig:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU. Under a multi-GPU process group, a plain ``cuda``
+    (or ``auto``) is this worker's GPU (``LOCAL_RANK``), never everyone's ``cuda:0``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ParameterError(f"device {name!r} was requested but CUDA is not available")
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
+
+
+class _Rows(torch.utils.data.Dataset[tuple[torch.Tensor]]):
+    """The private rows, fetched a whole batch at a time (one tensor index per step)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+
+    def __len__(self) -> int:
+        return int(self.tensor.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
+        return (self.tensor[index],)
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        return self.tensor[torch.as_tensor(indices, dtype=torch.long)]
+
+
+def _as_batch(rows: Any) -> tuple[torch.Tensor]:
+    """Collate of :meth:`_Rows.__getitems__`'s tensor (the DataLoader passes it through as is)."""
+    return (rows,)
+
+
+class _WorkerPoissonBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """One worker's Poisson sampling of its share of the rows, for multi-process DP-SGD.
+
+    Row ``i`` belongs to worker ``i mod N`` (a data-independent split); each step, every row of the
+    share joins the batch independently with the **global** rate ``q``, drawn from this worker's own
+    OS entropy. Exactly ``steps`` batches per epoch on every worker, empty ones included (Opacus's
+    distributed sampler drops those, which would put the workers' collectives out of step).
+    """
+
+    def __init__(self, n: int, sample_rate: float, steps: int, rank: int, world_size: int) -> None:
+        self.indices = torch.arange(rank, n, world_size)
+        self.sample_rate = sample_rate
+        self.steps = steps
+        self.generator = torch.Generator().manual_seed(local_secret_seed())
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(self.steps):
+            mask = torch.rand(len(self.indices), generator=self.generator) < self.sample_rate
+            yield self.indices[mask].tolist()
 
 
 @dataclass(frozen=True)
@@ -141,6 +195,8 @@ class PrivateTrainer:
     ) -> None:
         from opacus import PrivacyEngine
 
+        from synth_core.distributed import broadcast_float, current_worker
+
         n = int(data.shape[0])
         if n < 2:
             raise ParameterError(f"DP-SGD needs at least 2 rows, got {n}")
@@ -148,24 +204,45 @@ class PrivateTrainer:
         self.config = config
         self.mechanism_name = mechanism_name
         self.device = resolve_device(config.device)
+        self.worker = current_worker()
         tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-        loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(tensor),
-            batch_size=min(config.batch_size, n),
-            generator=torch.Generator().manual_seed(secret_seed()),
-        )
+        pin = self.device.type == "cuda"
+        loader: torch.utils.data.DataLoader[Any]
+        if self.worker.distributed:
+            # the single-process loader's number of batches, hence the same q and steps per epoch
+            steps_per_epoch = math.ceil(n / min(config.batch_size, n))
+            loader = torch.utils.data.DataLoader(
+                _Rows(tensor),
+                batch_sampler=_WorkerPoissonBatchSampler(
+                    n, 1.0 / steps_per_epoch, steps_per_epoch, self.worker.rank, self.worker.world_size
+                ),
+                collate_fn=_as_batch,
+                pin_memory=pin,
+            )
+        else:
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.TensorDataset(tensor),
+                batch_size=min(config.batch_size, n),
+                generator=torch.Generator().manual_seed(secret_seed()),
+                pin_memory=pin,
+            )
         # Opacus samples each row with q = 1/len(loader), len(loader) times per epoch: account exactly that
         self.steps_per_epoch = len(loader)
         self.sample_rate = 1.0 / self.steps_per_epoch
         self.expected_batch_size = n * self.sample_rate
         self.planned_steps = planned_steps or config.epochs * self.steps_per_epoch
-        self.noise_multiplier = accountant.calibrate_noise_multiplier(
-            self.sample_rate, self.planned_steps, epsilon=epsilon_target
+        # deterministic given the budget and the plan, so equal on every worker; worker 0's value
+        # is broadcast all the same, so that the workers cannot disagree on the noise
+        self.noise_multiplier = broadcast_float(
+            accountant.calibrate_noise_multiplier(
+                self.sample_rate, self.planned_steps, epsilon=epsilon_target
+            )
         )
         log.info(
-            "DP-SGD (%s): %d rows, expected batch %.0f (q=%.5f), %d steps, noise multiplier %.3f, clip %.2f, device %s",
+            "DP-SGD (%s): %d rows, expected batch %.0f (q=%.5f), %d steps, noise multiplier %.3f, clip %.2f, device %s%s",
             mechanism_name, n, self.expected_batch_size, self.sample_rate, self.planned_steps,
             self.noise_multiplier, config.max_grad_norm, self.device,
+            f", worker {self.worker.rank} of {self.worker.world_size} (DPDDP)" if self.worker.distributed else "",
         )  # fmt: skip
         module = module.to(self.device)
         params = [p for p in module.parameters() if p.requires_grad]
@@ -181,16 +258,25 @@ class PrivateTrainer:
             # replayed from anything public; the residual floating-point caveat is in the README.
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(accountant="rdp", secure_mode=False)
+        private: nn.Module = module
+        if self.worker.distributed:
+            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+
+            private = DPDDP(module)  # broadcasts worker 0's initial weights
         made = engine.make_private(
-            module=module,
+            module=private,
             optimizer=optimizer,
             criterion=criterion,
             data_loader=loader,
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=config.max_grad_norm,
-            poisson_sampling=True,
+            # multi-process: the loader already Poisson-samples each worker's share (see above)
+            poisson_sampling=not self.worker.distributed,
             grad_sample_mode=config.grad_sample_mode,
-            noise_generator=torch.Generator(device=self.device).manual_seed(secret_seed()),
+            # only worker 0 adds noise (Opacus's distributed optimizers); its seed is its own
+            noise_generator=torch.Generator(device=self.device).manual_seed(
+                local_secret_seed() if self.worker.distributed else secret_seed()
+            ),
         )
         if config.grad_sample_mode == "ghost":
             self.module, self.optimizer, self.criterion, self.loader = made
@@ -214,7 +300,8 @@ class PrivateTrainer:
         """``(epoch, batch)`` over the Poisson-sampled private rows (batch on the device).
 
         Stops at ``planned_steps``. An empty Poisson batch still takes a pure-noise step here
-        (skipping it would make the number of noisy releases depend on the sample).
+        (skipping it would make the number of noisy releases depend on the sample, and would put
+        the workers of a multi-process run out of step).
         """
         epochs = epochs or math.ceil(self.planned_steps / self.steps_per_epoch)
         self.module.train()
@@ -227,11 +314,21 @@ class PrivateTrainer:
                     if self.steps >= self.planned_steps:
                         return
                     if batch.shape[0] == 0:
-                        self.optimizer.zero_grad(set_to_none=True)
-                        self.optimizer.step()
-                        self.steps += 1
+                        self._empty_step()
                         continue
                     yield epoch, batch.to(self.device, non_blocking=True)
+
+    def _empty_step(self) -> None:
+        """The step of an empty batch: a zero clipped-gradient sum, then noise and the update."""
+        self.optimizer.zero_grad(set_to_none=True)
+        for p in self.optimizer.params:
+            if self.config.grad_sample_mode == "ghost":
+                p.grad = torch.zeros_like(p)
+            else:
+                p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
 
     def step(self, loss: Any) -> None:
         """Backward through the private module, then the DP optimizer step (clip, noise, update)."""

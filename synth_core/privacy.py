@@ -20,8 +20,10 @@ then calibrated so that the *composed* ε of everything actually spent meets the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +46,52 @@ def secret_seed() -> int:
 
     Never derive such randomness from a user seed: a seed in a DAG file is public, and noise
     computed from it could be subtracted from the release.
+
+    Inside :func:`shared_secret_seeds` (multi-process DP training: every worker must run the same
+    DP preprocessing, so that it is released once and not once per worker), the seeds come from a
+    stream keyed by a secret that the workers share: SHA-256 of the key and a counter.
     """
+    if _SHARED_SEEDS:
+        return _SHARED_SEEDS[-1].next()
     return secrets.randbits(63)
+
+
+def local_secret_seed() -> int:
+    """A 63-bit seed from this process's OS CSPRNG, never from a shared stream (per-worker
+    randomness such as a worker's own Poisson sampling of its share of the rows)."""
+    return secrets.randbits(63)
+
+
+class _SeedStream:
+    """63-bit seeds from SHA-256(key || counter): a counter-mode DRBG over a secret key."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ParameterError("a shared seed key must hold at least 256 bits")
+        self._key = bytes(key)
+        self._counter = 0
+
+    def next(self) -> int:
+        import hashlib
+
+        self._counter += 1
+        digest = hashlib.sha256(self._key + self._counter.to_bytes(8, "big")).digest()
+        return int.from_bytes(digest[:8], "big") >> 1
+
+
+_SHARED_SEEDS: list[_SeedStream] = []
+
+
+@contextlib.contextmanager
+def shared_secret_seeds(key: bytes) -> Iterator[None]:
+    """Within the block, :func:`secret_seed` returns the same sequence in every process holding
+    ``key`` (a secret of at least 256 bits drawn from the OS CSPRNG by one worker and sent to the
+    others, never logged or stored)."""
+    _SHARED_SEEDS.append(_SeedStream(key))
+    try:
+        yield
+    finally:
+        _SHARED_SEEDS.pop()
 
 
 @dataclass(frozen=True)
