@@ -52,6 +52,7 @@ def synthesize_table_task_group(
     aws_conn_id: str | None = None,
     ledger_uri: str | None = None,
     group_id: str | None = None,
+    sample_shards: int | None = None,
     **task_kwargs: Any,
 ) -> TaskGroup:
     """A TaskGroup refreshing the synthetic replacement of ``source_table``.
@@ -74,6 +75,9 @@ def synthesize_table_task_group(
             ``extra_expectations``, ``enforce_privacy_thresholds``.
         target_table: synthetic table name (default ``{source_table}_synthetic``).
         lifetime_epsilon, lifetime_delta: the table's lifetime budget, granted once.
+        sample_shards: sample the table as this many mapped shards (``plan_shards`` →
+            ``sample_shard`` mapped with ``.expand`` → ``sample`` combining them), each with its own
+            seed and bounded memory (:mod:`synth_provider.operators.shards`); ``None``: one task.
         task_kwargs: passed to every operator (``retries``, ``pool``, ``execution_timeout``...).
 
     Tasks: ``extract``, ``train``, ``sample``, ``validate``, ``publish``.
@@ -113,9 +117,24 @@ def synthesize_table_task_group(
             seed=seed,
             **common,
         )
-        sample = SampleSynthesizerOperator(
-            task_id="sample", model=train.output, num_rows=num_rows, seed=seed, **common
-        )
+        sample: Any
+        if sample_shards:
+            from synth_provider.operators.shards import (
+                CombineShardsOperator,
+                PlanShardsOperator,
+                SampleShardOperator,
+            )
+
+            plan = PlanShardsOperator(
+                task_id="plan_shards", model=train.output, num_rows=num_rows, num_shards=sample_shards,
+                seed=seed, **common,
+            )  # fmt: skip
+            parts = SampleShardOperator.partial(task_id="sample_shard", **common).expand(shard=plan.output)
+            sample = CombineShardsOperator(task_id="sample", shards=parts.output, **common)
+        else:
+            sample = SampleSynthesizerOperator(
+                task_id="sample", model=train.output, num_rows=num_rows, seed=seed, **common
+            )
         validate = ValidateSyntheticOperator(
             task_id="validate",
             staged=extract.output,
