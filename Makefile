@@ -15,7 +15,7 @@ $(BIN)/python:
 
 $(VENV)/.stack-installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) ".[test,postgres,mysql,s3,dbt,lineage]"
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) ".[test,postgres,mysql,s3,dbt,lineage,kubernetes,transformers,marginal]"
 	touch $@
 
 install: $(VENV)/.stack-installed
