@@ -13,13 +13,16 @@ import pytest
 import sqlalchemy as sa
 from pod_helpers import TINY_TVAE, subprocess_env
 
+# Peak RSS is this process image's VmHWM: getrusage's ru_maxrss survives fork + exec, so in a
+# child of a large pytest process it would report the parent's size, not the shard's.
 SHARD_CHILD = """
-import json, resource, sys, torch
+import json, sys, torch
 torch.set_num_threads(1)
 from synth_provider.operators.shards import SampleShardOperator
 shard = json.loads(sys.argv[1])
 out = SampleShardOperator(task_id="sample_shard", shard=shard, chunk_rows=100_000).execute({"run_id": "r1"})
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+hwm_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+out["peak_rss_mb"] = hwm_kb / 1024
 print(json.dumps(out))
 """
 
