@@ -39,7 +39,8 @@ RESULTS = REPO / "benchmarks" / "results" / "generators.jsonl"
 README = REPO / "benchmarks" / "README.md"
 TABLE_START, TABLE_END = "<!-- generators:start -->", "<!-- generators:end -->"
 
-#: "full settings" per generator for the benchmark (tests use far fewer epochs)
+#: "full settings" per generator for the benchmark (tests use far fewer epochs); a generator not
+#: listed runs with its defaults, which are its full settings
 BENCH_PARAMS: dict[str, dict[str, Any]] = {
     "dp_tvae": {"epochs": 20},
 }
@@ -74,7 +75,13 @@ def run_one(
     )
     from synth_core.privacy import PrivacyBudget
 
+    threads = int(os.environ.get("DPSYNTH_BENCH_THREADS") or 0)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     train, test, spec = DATASETS[dataset]()
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     synth = create_synthesizer(generator, **params).fit(train, spec, PrivacyBudget(epsilon, delta))
     fit_s = time.perf_counter() - started
@@ -94,12 +101,38 @@ def run_one(
         "f1": utility["f1_synthetic"] if utility else None,
         "dcr_share": dcr_share(synthetic, train, test, spec)["share"],
         "nndr": nndr(synthetic, train, spec)["mean"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
+        # fit/sample seconds are only comparable between runs on an otherwise idle machine
+        "torch_threads": _torch_threads(),
+        "load_avg_1m": [load_before, os.getloadavg()[0]],
     }
 
 
+def _peak_rss_mb() -> float:
+    """This process image's peak RSS (VmHWM): ``ru_maxrss`` would survive fork + exec and report the
+    parent's size when that is larger."""
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
 def run_isolated(
-    generator: str, dataset: str, epsilon: float, delta: float, params: dict[str, Any], time_limit_s: float
+    generator: str,
+    dataset: str,
+    epsilon: float,
+    delta: float,
+    params: dict[str, Any],
+    time_limit_s: float,
+    *,
+    threads: int = 0,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "generator": generator, "dataset": dataset, "epsilon": epsilon, "delta": delta, "params": params,
@@ -107,6 +140,7 @@ def run_isolated(
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }  # fmt: skip
     args = [sys.executable, __file__, "--one", json.dumps([generator, dataset, epsilon, delta, params])]
+    args += ["--threads", str(threads)]
     started = time.perf_counter()
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=time_limit_s, check=False)
@@ -118,6 +152,12 @@ def run_isolated(
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         return {**row, "status": "error", "error": " | ".join(tail)[-500:]}
     return {**row, "status": "ok", **json.loads(lines[-1])}
+
+
+def _load(row: dict[str, Any]) -> str:
+    """The 1-minute load average at the run's start → end (other work on the machine slows fits)."""
+    load = row.get("load_avg_1m")
+    return "—" if not load else f"{load[0]:.1f}→{load[1]:.1f}"
 
 
 def render_table(results: Path = RESULTS, readme: Path = README) -> str:
@@ -134,8 +174,9 @@ def render_table(results: Path = RESULTS, readme: Path = README) -> str:
         return "—" if value is None else format(value, fmt)
 
     lines = [
-        "| generator | dataset | ε | status | fit s | sample s | peak RSS MB | 1-way TVD | 2-way TVD | k3 score | AUC | F1 | DCR share | NNDR |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| generator | dataset | ε | status | fit s | sample s | peak RSS MB | 1-way TVD | 2-way TVD | k3 score "
+        "| AUC | F1 | DCR share | NNDR | threads | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(latest):
         r = latest[key]
@@ -143,7 +184,8 @@ def render_table(results: Path = RESULTS, readme: Path = README) -> str:
             f"| {r['generator']} | {r['dataset']} | {r['epsilon']:g} | {r['status']} | {num(r, 'fit_s', '.0f')} "
             f"| {num(r, 'sample_s', '.1f')} | {num(r, 'peak_rss_mb', '.0f')} | {num(r, 'tvd_1way', '.3f')} "
             f"| {num(r, 'tvd_2way', '.3f')} | {num(r, 'k3_score', '.0f')} | {num(r, 'auc', '.3f')} "
-            f"| {num(r, 'f1', '.3f')} | {num(r, 'dcr_share', '.3f')} | {num(r, 'nndr', '.3f')} |"
+            f"| {num(r, 'f1', '.3f')} | {num(r, 'dcr_share', '.3f')} | {num(r, 'nndr', '.3f')} "
+            f"| {r.get('torch_threads') or '—'} | {_load(r)} |"
         )
     table = "\n".join(lines)
     text = readme.read_text() if readme.exists() else ""
@@ -168,10 +210,15 @@ def main() -> None:
     parser.add_argument("--params", default="{}", help="JSON {generator: params} overriding BENCH_PARAMS")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads per run (0: torch's default)"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         generator, dataset, epsilon, delta, params = json.loads(args.one)
+        if args.threads:
+            os.environ["DPSYNTH_BENCH_THREADS"] = str(args.threads)
         print(json.dumps(run_one(generator, dataset, float(epsilon), float(delta), params)))
         return
     if not args.render_only:
@@ -184,7 +231,9 @@ def main() -> None:
             for name in names:
                 for eps in args.epsilons:
                     params = {**BENCH_PARAMS.get(name, {}), **overrides.get(name, {})}
-                    row = run_isolated(name, dataset, eps, args.delta, params, args.time_limit)
+                    row = run_isolated(
+                        name, dataset, eps, args.delta, params, args.time_limit, threads=args.threads
+                    )
                     with args.out.open("a") as fh:
                         fh.write(json.dumps(row) + "\n")
                     print(
