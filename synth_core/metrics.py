@@ -553,6 +553,34 @@ def _nearest(reference: NDArray[np.float64], queries: NDArray[np.float64], k: in
     return np.asarray(dist, dtype=np.float64)
 
 
+def dcr_distances(
+    synth: pd.DataFrame,
+    real_train: pd.DataFrame,
+    real_holdout: pd.DataFrame,
+    spec: TableSpec,
+    max_rows: int = 5000,
+    seed: int = DEFAULT_SEED,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], int]:
+    """Per-synthetic-row distances behind :func:`dcr_share`: ``(d_train, d_holdout, m)``.
+
+    ``d_train``/``d_holdout`` (shape ``(n_synthetic,)``, encoded units) are each scored synthetic
+    row's distance to its nearest row of the training / holdout subsample of ``m`` rows.
+    """
+    rng = np.random.default_rng(seed)
+    names = metric_columns(spec, real_train)
+    m = min(len(real_train), len(real_holdout), max_rows)
+    if m == 0 or len(synth) == 0:
+        raise ValueError("dcr_share needs non-empty synthetic, training and holdout frames")
+    train = _subsample(real_train, m, rng)
+    holdout = _subsample(real_holdout, m, rng)
+    queries = _subsample(synth, max_rows, rng)
+    enc = TableEncoder(spec, names, numeric="rank").fit(real_train)
+    q = enc.transform(queries)
+    d_train = _nearest(enc.transform(train), q, 1)[:, 0]
+    d_hold = _nearest(enc.transform(holdout), q, 1)[:, 0]
+    return d_train, d_hold, m
+
+
 def dcr_share(
     synth: pd.DataFrame,
     real_train: pd.DataFrame,
@@ -588,29 +616,18 @@ def dcr_share(
         ``tie_tolerance``) counted half; ≈0.5 is ideal, → 1 means rows copied from training.
         Distances are in encoded units (each column adds at most about 1 to the squared distance).
     """
-    rng = np.random.default_rng(seed)
-    names = metric_columns(spec, real_train)
-    m = min(len(real_train), len(real_holdout), max_rows)
-    if m == 0 or len(synth) == 0:
-        raise ValueError("dcr_share needs non-empty synthetic, training and holdout frames")
-    train = _subsample(real_train, m, rng)
-    holdout = _subsample(real_holdout, m, rng)
-    queries = _subsample(synth, max_rows, rng)
-    enc = TableEncoder(spec, names, numeric="rank").fit(real_train)
-    q = enc.transform(queries)
-    d_train = _nearest(enc.transform(train), q, 1)[:, 0]
-    d_hold = _nearest(enc.transform(holdout), q, 1)[:, 0]
+    d_train, d_hold, m = dcr_distances(synth, real_train, real_holdout, spec, max_rows, seed)
     tie = np.abs(d_train - d_hold) <= tie_tolerance
     closer = (d_train < d_hold) & ~tie
     share = float(closer.mean() + 0.5 * tie.mean())
-    lower = share - 1.6448536269514722 * math.sqrt(share * (1.0 - share) / len(queries))
+    lower = share - 1.6448536269514722 * math.sqrt(share * (1.0 - share) / len(d_train))
     return {
         "share": share,
         "share_lower95": max(0.0, lower),
         "median_dcr_train": float(np.median(d_train)),
         "median_dcr_holdout": float(np.median(d_hold)),
         "n_reference": int(m),
-        "n_synthetic": len(queries),
+        "n_synthetic": len(d_train),
     }
 
 
@@ -654,6 +671,28 @@ def membership_inference_auc(
     return {"auc": auc, "n_members": int(m), "n_synthetic": len(reference)}
 
 
+def nndr_ratios(
+    synth: pd.DataFrame,
+    real_train: pd.DataFrame,
+    spec: TableSpec,
+    max_rows: int = 5000,
+    max_reference_rows: int | None = 50_000,
+    seed: int = DEFAULT_SEED,
+) -> tuple[NDArray[np.float64], int]:
+    """Per-synthetic-row ratios behind :func:`nndr`: ``(ratios (n_synthetic,) in [0, 1], n_reference)``."""
+    rng = np.random.default_rng(seed)
+    if len(real_train) < 2 or len(synth) == 0:
+        raise ValueError("nndr needs at least 2 training rows and 1 synthetic row")
+    names = metric_columns(spec, real_train)
+    train = _subsample(real_train, max_reference_rows, rng)
+    queries = _subsample(synth, max_rows, rng)
+    enc = TableEncoder(spec, names, numeric="rank").fit(real_train)
+    dist = _nearest(enc.transform(train), enc.transform(queries), 2)
+    d1, d2 = dist[:, 0], dist[:, 1]
+    ratio = np.where(d2 > 0, d1 / np.where(d2 > 0, d2, 1.0), 1.0)
+    return np.asarray(ratio, dtype=np.float64), len(train)
+
+
 def nndr(
     synth: pd.DataFrame,
     real_train: pd.DataFrame,
@@ -674,21 +713,12 @@ def nndr(
     Returns:
         ``{"mean": float, "p05": float, "n_synthetic": int, "n_reference": int}``; ratios in [0, 1].
     """
-    rng = np.random.default_rng(seed)
-    if len(real_train) < 2 or len(synth) == 0:
-        raise ValueError("nndr needs at least 2 training rows and 1 synthetic row")
-    names = metric_columns(spec, real_train)
-    train = _subsample(real_train, max_reference_rows, rng)
-    queries = _subsample(synth, max_rows, rng)
-    enc = TableEncoder(spec, names, numeric="rank").fit(real_train)
-    dist = _nearest(enc.transform(train), enc.transform(queries), 2)
-    d1, d2 = dist[:, 0], dist[:, 1]
-    ratio = np.where(d2 > 0, d1 / np.where(d2 > 0, d2, 1.0), 1.0)
+    ratio, n_reference = nndr_ratios(synth, real_train, spec, max_rows, max_reference_rows, seed)
     return {
         "mean": float(np.mean(ratio)),
         "p05": float(np.quantile(ratio, 0.05)),
-        "n_synthetic": len(queries),
-        "n_reference": len(train),
+        "n_synthetic": len(ratio),
+        "n_reference": n_reference,
     }
 
 
@@ -1192,6 +1222,7 @@ def evaluate_release(
 __all__ = [
     "TableEncoder",
     "association_matrix",
+    "dcr_distances",
     "dcr_share",
     "discretize_for_marginals",
     "evaluate_release",
@@ -1202,6 +1233,7 @@ __all__ = [
     "metric_columns",
     "mutual_information_difference",
     "nndr",
+    "nndr_ratios",
     "pmse_ratio",
     "synthetic_ranking_agreement",
     "tstr_auc",

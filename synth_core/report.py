@@ -49,14 +49,13 @@ from numpy.typing import NDArray
 
 from synth_core.metrics import (
     DEFAULT_SEED,
-    TableEncoder,
     _as_float,
     _as_keys,
-    _nearest,
-    _subsample,
     association_matrix,
+    dcr_distances,
     membership_inference_auc,
     metric_columns,
+    nndr_ratios,
     tstr_auc,
 )
 from synth_core.spec import ColumnKind, TableSpec
@@ -499,45 +498,6 @@ def _nndr_plot(ratio: NDArray[np.float64]) -> str:
 
 # ------------------------------------------------------------------------------------------------
 # evidence computed from real rows (internal report only)
-
-
-def _dcr_distances(
-    synth: pd.DataFrame, evidence: InternalEvidence, spec: TableSpec
-) -> tuple[NDArray[np.float64], NDArray[np.float64], int]:
-    """Per-synthetic-row distances behind :func:`synth_core.metrics.dcr_share`.
-
-    Same subsamples (drawn in the same order from the same seed), encoder and distances, so the
-    share computed from them equals ``dcr_share(...)["share"]``. Returns ``(d_train, d_holdout, m)``.
-    """
-    train, holdout, max_rows = evidence.real_train, evidence.real_holdout, evidence.max_distance_rows
-    rng = np.random.default_rng(evidence.seed)
-    names = metric_columns(spec, train)
-    m = min(len(train), len(holdout), max_rows)
-    if m == 0 or len(synth) == 0:
-        raise ValueError("the internal report needs non-empty synthetic, training and holdout frames")
-    train_s = _subsample(train, m, rng)
-    holdout_s = _subsample(holdout, m, rng)
-    queries = _subsample(synth, max_rows, rng)
-    enc = TableEncoder(spec, names, numeric="rank").fit(train)
-    q = enc.transform(queries)
-    d_train = _nearest(enc.transform(train_s), q, 1)[:, 0]
-    d_holdout = _nearest(enc.transform(holdout_s), q, 1)[:, 0]
-    return d_train, d_holdout, m
-
-
-def _nndr_ratios(synth: pd.DataFrame, evidence: InternalEvidence, spec: TableSpec) -> NDArray[np.float64]:
-    """Per-synthetic-row ratios behind :func:`synth_core.metrics.nndr` (same subsamples and rule)."""
-    train = evidence.real_train
-    if len(train) < 2 or len(synth) == 0:
-        raise ValueError("the internal report needs at least 2 training rows and 1 synthetic row")
-    rng = np.random.default_rng(evidence.seed)
-    names = metric_columns(spec, train)
-    train_s = _subsample(train, 50_000, rng)
-    queries = _subsample(synth, evidence.max_distance_rows, rng)
-    enc = TableEncoder(spec, names, numeric="rank").fit(train)
-    dist = _nearest(enc.transform(train_s), enc.transform(queries), 2)
-    d1, d2 = dist[:, 0], dist[:, 1]
-    return np.asarray(np.where(d2 > 0, d1 / np.where(d2 > 0, d2, 1.0), 1.0), dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1002,10 +962,14 @@ def _utility_section(spec: TableSpec, synthetic: pd.DataFrame, evidence: Interna
 
 
 def _privacy_evidence_section(spec: TableSpec, synthetic: pd.DataFrame, evidence: InternalEvidence) -> str:
-    d_train, d_holdout, m = _dcr_distances(synthetic, evidence, spec)
+    d_train, d_holdout, m = dcr_distances(
+        synthetic, evidence.real_train, evidence.real_holdout, spec, evidence.max_distance_rows, evidence.seed
+    )
     tie = np.abs(d_train - d_holdout) <= 1e-9
     share = float(((d_train < d_holdout) & ~tie).mean() + 0.5 * tie.mean())
-    ratio = _nndr_ratios(synthetic, evidence, spec)
+    ratio, _ = nndr_ratios(
+        synthetic, evidence.real_train, spec, evidence.max_distance_rows, seed=evidence.seed
+    )
     attack = membership_inference_auc(
         synthetic,
         evidence.real_train,
