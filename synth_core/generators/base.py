@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import math
 import zipfile
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Self
@@ -65,6 +66,34 @@ def get_generator_class(name: str) -> type[Synthesizer]:
 def create_synthesizer(name: str, **params: Any) -> Synthesizer:
     """Instantiate the generator registered as ``name`` with its parameters."""
     return get_generator_class(name)(**params)
+
+
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """Raise :class:`ParameterError` naming ``name`` unless ``value`` is an int in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
+    if high is not None and value > high:
+        raise ParameterError(f"{name} must be an integer <= {high}, got {value!r}")
+
+
+def check_float(
+    name: str,
+    value: Any,
+    low: float,
+    high: float = math.inf,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raise :class:`ParameterError` naming ``name`` unless ``low ≤ value ≤ high`` (open ends optional)."""
+    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        v = float(value)
+        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ParameterError(f"{name} must be a finite number in {lo}{low}, {high}{hi}, got {value!r}")
 
 
 class Synthesizer(ABC):

@@ -68,7 +68,7 @@ from torch.nn import functional as F
 
 from synth_core.dp_training import DPSGDConfig, ProgressCallback, train_with_dp_sgd
 from synth_core.errors import ParameterError
-from synth_core.generators.base import Synthesizer, register_generator
+from synth_core.generators.base import Synthesizer, check_int, register_generator
 from synth_core.mechanisms import gaussian_sigma
 from synth_core.privacy import PrivacyAccountant, secret_seed
 from synth_core.transformer import Span, TableTransformer
@@ -456,11 +456,6 @@ def diagnostic_pairs(dim: int) -> list[tuple[int, int]]:
 # the generator
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
 @register_generator
 class DPMAFSynthesizer(Synthesizer):
     """DP-MAF: a masked autoregressive flow trained with DP-SGD (see the module docstring).
@@ -512,13 +507,13 @@ class DPMAFSynthesizer(Synthesizer):
             grad_sample_mode=grad_sample_mode,
             device=device,
         )
-        _check_int("epochs", epochs, 1)
-        _check_int("batch_size", batch_size, 1)
-        _check_int("n_blocks", n_blocks, 1)
+        check_int("epochs", epochs, 1)
+        check_int("batch_size", batch_size, 1)
+        check_int("n_blocks", n_blocks, 1)
         if not isinstance(hidden, list | tuple) or not hidden:
             raise ParameterError(f"hidden must be a non-empty list of layer widths, got {hidden!r}")
         for width in hidden:
-            _check_int("hidden", width, 1)
+            check_int("hidden", width, 1)
         if permutation not in ("reverse", "random"):
             raise ParameterError(f"permutation must be 'reverse' or 'random', got {permutation!r}")
         if (
@@ -723,7 +718,7 @@ def plot_base_residuals(
     """
     if fmt not in ("png", "html"):
         raise ParameterError(f"fmt must be 'png' or 'html', got {fmt!r}")
-    _check_int("n_synthetic", n_synthetic, 1)
+    check_int("n_synthetic", n_synthetic, 1)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

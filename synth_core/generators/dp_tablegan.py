@@ -65,38 +65,12 @@ from torch.nn import functional as F
 
 from synth_core.dp_training import DPSGDConfig, PrivateTrainer, ProgressCallback, resolve_device
 from synth_core.errors import ParameterError
-from synth_core.generators.base import Synthesizer, register_generator
+from synth_core.generators.base import Synthesizer, check_float, check_int, register_generator
 from synth_core.privacy import PrivacyAccountant, secret_seed
 from synth_core.transformer import Span, TableTransformer
 
 # ------------------------------------------------------------------------------------------------
 # helpers shared with dp_tgan
-
-
-def check_int(name: str, value: Any, low: int) -> None:
-    """Raise :class:`ParameterError` naming ``name`` unless ``value`` is an int ``>= low``."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def check_float(
-    name: str,
-    value: Any,
-    low: float,
-    high: float = math.inf,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    """Raise :class:`ParameterError` naming ``name`` unless ``low ≤ value ≤ high`` (open ends optional)."""
-    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        v = float(value)
-        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-    if not ok:
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ParameterError(f"{name} must be a finite number in {lo}{low}, {high}{hi}, got {value!r}")
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -55,7 +55,7 @@ from torch import nn
 
 from synth_core.dp_training import DPSGDConfig, PrivateTrainer, ProgressCallback, resolve_device
 from synth_core.errors import ParameterError
-from synth_core.generators.base import Synthesizer, register_generator
+from synth_core.generators.base import Synthesizer, check_int, register_generator
 from synth_core.generators.dp_tvae import TVAELoss, TVAEModule
 from synth_core.privacy import RDP_ORDERS, PrivacyAccountant, secret_seed
 from synth_core.transformer import Span
@@ -280,13 +280,6 @@ def consistency_sample(
 # the generator
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ParameterError(f"{name} must be an integer >= {low}, got {value!r}")
-    if high is not None and value > high:
-        raise ParameterError(f"{name} must be an integer <= {high}, got {value!r}")
-
-
 def _check_positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf):
         raise ParameterError(f"{name} must be a finite number > 0, got {value!r}")
@@ -407,15 +400,15 @@ class DPTabSynSynthesizer(Synthesizer):
         for name in ("vae_epochs", "vae_batch_size", "latent_dim", "diffusion_epochs",
                      "diffusion_batch_size", "denoiser_depth", "noise_multiplicity", "diffusion_steps",
                      "distill_steps", "distill_batch_size"):  # fmt: skip
-            _check_int(name, self.params[name], 1)
-        _check_int("denoiser_width", denoiser_width, 2)
-        _check_int("distill_pool_rows", distill_pool_rows, 2)
-        _check_int("distill_grid", distill_grid, 2)
-        _check_int("consistency_steps", consistency_steps, 1, 2)
+            check_int(name, self.params[name], 1)
+        check_int("denoiser_width", denoiser_width, 2)
+        check_int("distill_pool_rows", distill_pool_rows, 2)
+        check_int("distill_grid", distill_grid, 2)
+        check_int("consistency_steps", consistency_steps, 1, 2)
         if not isinstance(hidden, list | tuple) or not hidden:
             raise ParameterError(f"hidden must be a non-empty list of integers >= 1, got {hidden!r}")
         for width in hidden:
-            _check_int("hidden", width, 1)
+            check_int("hidden", width, 1)
         for name in ("vae_learning_rate", "vae_max_grad_norm", "loss_factor", "diffusion_learning_rate",
                      "diffusion_max_grad_norm", "sigma_data", "distill_learning_rate"):  # fmt: skip
             _check_positive(name, self.params[name])

@@ -38,12 +38,10 @@ from torch.nn import functional as F
 
 from synth_core.dp_training import DPSGDConfig, PrivateTrainer, ProgressCallback, resolve_device
 from synth_core.errors import ParameterError
-from synth_core.generators.base import Synthesizer, register_generator
+from synth_core.generators.base import Synthesizer, check_float, check_int, register_generator
 from synth_core.generators.dp_tablegan import (
     check_choice,
     check_device,
-    check_float,
-    check_int,
     discriminator_loss,
     frozen_private_module,
 )
