@@ -1005,13 +1005,7 @@ def _close_reservation(ledger: PrivacyLedger, reservation: int, *, touched: bool
     """Release the reservation of a run that read no row; charge it in full otherwise."""
     try:
         if touched:
-            res = next(e for e in ledger.entries() if e["entry_id"] == reservation)
-            ledger.settle(
-                reservation,
-                float(res["epsilon"]),
-                float(res["delta"]),
-                note="run failed after reading private rows: charged in full",
-            )
+            ledger.settle_in_full(reservation, note="run failed after reading private rows: charged in full")
             print(
                 f"ledger: the run failed after reading rows: reservation {reservation} is charged in full",
                 file=sys.stderr,

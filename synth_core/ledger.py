@@ -241,6 +241,13 @@ class PrivacyLedger:
                 )
             )
 
+    def settle_in_full(self, reservation_id: int, *, note: str | None = None) -> None:
+        """Charge a reservation at its reserved (ε, δ): the run failed after it may have read
+        private rows, so what it spent is unknown and the whole reservation counts."""
+        with self.engine.connect() as conn:
+            res = self._reservation(conn, reservation_id)
+        self.settle(reservation_id, float(res.epsilon), float(res.delta), note=note)
+
     def release(self, reservation_id: int, *, note: str | None = None) -> None:
         """Cancel a reservation whose run failed before reading private data."""
         with self.engine.begin() as conn:

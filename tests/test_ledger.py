@@ -41,6 +41,17 @@ def test_open_reservations_count_as_spent_and_releases_give_back(tmp_path: Path)
     assert kinds == ["grant", "reserve", "release", "reserve", "spend"]  # append-only history
 
 
+def test_a_failed_run_is_charged_its_whole_reservation(tmp_path: Path) -> None:
+    ledger = PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.ensure_grant("t", 4.0, 1e-5)
+    r = ledger.reserve("t", 1.5, 1e-6, run_id="a")
+    ledger.settle_in_full(r, note="failed after reading rows")
+    status = ledger.status("t")
+    assert status.spent_epsilon == pytest.approx(1.5) and status.remaining_epsilon == pytest.approx(2.5)
+    with pytest.raises(ParameterError, match="already settled"):
+        ledger.settle_in_full(r)
+
+
 def test_ensure_grant_never_changes_an_existing_budget(tmp_path: Path) -> None:
     ledger = PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
     ledger.ensure_grant("t", 10.0, 1e-5)

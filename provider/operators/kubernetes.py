@@ -341,9 +341,9 @@ class TrainSynthesizerPodOperator(_DPSynthPodOperator):
         """A pod that failed may have read the staged rows: its reservation counts as spent."""
         try:
             ledger = self.get_hook().get_ledger()
-            res = next(e for e in ledger.entries() if e["entry_id"] == reservation)
-            ledger.settle(reservation, float(res["epsilon"]), float(res["delta"]),
-                          note="train pod failed after it may have read private rows: charged in full")  # fmt: skip
+            ledger.settle_in_full(
+                reservation, note="train pod failed after it may have read private rows: charged in full"
+            )
             self.log.warning("privacy ledger: reservation %d charged in full (the pod failed)", reservation)
         except Exception as exc:  # an open reservation still counts as spent
             self.log.warning("privacy ledger: could not settle reservation %d (%s); it stays open and counts",
