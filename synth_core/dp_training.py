@@ -53,6 +53,12 @@ class DPSGDConfig:
         device: ``cpu``, ``cuda`` or ``auto`` (CUDA when available).
         log_every_seconds: minimum seconds between progress log lines (an epoch's end always logs
             when this has elapsed; the first and last epoch always log).
+        max_physical_batch_size: rows per forward/backward pass (``None``: the whole Poisson
+            batch at once). A larger logical batch is split into physical batches whose clipped
+            per-sample gradients are summed before the one noisy step (Opacus's
+            ``BatchMemoryManager``), so the privacy accounting and the update are those of the
+            logical batch while memory is bounded by the physical one: how a GPU trains with the
+            large batches DP-SGD wants.
     """
 
     epochs: int = 20
@@ -62,6 +68,7 @@ class DPSGDConfig:
     grad_sample_mode: str = "ghost"
     device: str = "auto"
     log_every_seconds: float = 10.0
+    max_physical_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -78,6 +85,9 @@ class DPSGDConfig:
             )
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ParameterError(f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        size = self.max_physical_batch_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ParameterError(f"max_physical_batch_size must be an integer >= 1 or null, got {size!r}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -285,6 +295,15 @@ class PrivateTrainer:
             self.criterion = criterion
         if len(self.loader) != self.steps_per_epoch:
             raise AssertionError(f"Opacus sampler steps/epoch {len(self.loader)} != {self.steps_per_epoch}")
+        self.max_physical_batch_size = config.max_physical_batch_size
+        if self.max_physical_batch_size is not None:
+            from opacus.utils.batch_memory_manager import wrap_data_loader
+
+            # the loader now yields physical batches; the optimizer is told which one ends a
+            # logical batch and only then adds noise and steps (the others accumulate)
+            self.loader = wrap_data_loader(
+                data_loader=self.loader, max_batch_size=self.max_physical_batch_size, optimizer=self.optimizer
+            )
         self.raw_module = module
         self.steps = 0
         self.started = time.monotonic()
@@ -331,11 +350,16 @@ class PrivateTrainer:
         self.steps += 1
 
     def step(self, loss: Any) -> None:
-        """Backward through the private module, then the DP optimizer step (clip, noise, update)."""
+        """Backward through the private module, then the DP optimizer step (clip, noise, update).
+
+        With ``max_physical_batch_size``, a physical batch that does not end its logical batch
+        only adds its clipped gradients to the sum; the step (and ``steps``) happens at the last.
+        """
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.steps += 1
+        if not self.optimizer._is_last_step_skipped:
+            self.steps += 1
 
     def log_epoch(
         self, epoch: int, epochs: int, loss: float, progress: ProgressCallback | None = None

@@ -477,6 +477,9 @@ class DPMAFSynthesizer(Synthesizer):
         grad_sample_mode: Opacus per-sample gradient mode: ``ghost`` (ghost clipping via the
             masked layer's norm sampler) or ``hooks`` (its grad sampler).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        max_physical_batch_size: rows per forward/backward pass; a larger Poisson batch is split
+            and its clipped gradients summed before the one noisy step (Opacus's
+            ``BatchMemoryManager``: same accounting, bounded memory). ``None``: no split.
     """
 
     name = "dp_maf"
@@ -494,6 +497,7 @@ class DPMAFSynthesizer(Synthesizer):
         diagnostics_fraction: float = 0.02,
         grad_sample_mode: str = "ghost",
         device: str = "auto",
+        max_physical_batch_size: int | None = None,
     ) -> None:
         super().__init__(
             epochs=epochs,
@@ -506,6 +510,7 @@ class DPMAFSynthesizer(Synthesizer):
             diagnostics_fraction=diagnostics_fraction,
             grad_sample_mode=grad_sample_mode,
             device=device,
+            max_physical_batch_size=max_physical_batch_size,
         )
         check_int("epochs", epochs, 1)
         check_int("batch_size", batch_size, 1)
@@ -532,6 +537,7 @@ class DPMAFSynthesizer(Synthesizer):
             max_grad_norm=float(max_grad_norm),
             grad_sample_mode=grad_sample_mode,
             device=device,
+            max_physical_batch_size=max_physical_batch_size,
         )
         self.model_: MAFModule | None = None
         #: DP residual histograms released at fit time (``None``: not fitted or disabled)

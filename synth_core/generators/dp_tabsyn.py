@@ -329,6 +329,9 @@ class DPTabSynSynthesizer(Synthesizer):
         distill_ema: EMA decay of the consistency target network.
         grad_sample_mode: Opacus per-sample gradient mode (``ghost`` or ``hooks``).
         device: ``auto``, ``cpu`` or ``cuda`` (training; sampling runs on the CPU).
+        max_physical_batch_size: rows per forward/backward pass of both DP-SGD phases; a larger Poisson batch is split
+            and its clipped gradients summed before the one noisy step (Opacus's
+            ``BatchMemoryManager``: same accounting, bounded memory). ``None``: no split.
     """
 
     name = "dp_tabsyn"
@@ -365,6 +368,7 @@ class DPTabSynSynthesizer(Synthesizer):
         distill_ema: float = 0.95,
         grad_sample_mode: str = "ghost",
         device: str = "auto",
+        max_physical_batch_size: int | None = None,
     ) -> None:
         super().__init__(
             vae_epochs=vae_epochs,
@@ -396,6 +400,7 @@ class DPTabSynSynthesizer(Synthesizer):
             distill_ema=distill_ema,
             grad_sample_mode=grad_sample_mode,
             device=device,
+            max_physical_batch_size=max_physical_batch_size,
         )
         for name in ("vae_epochs", "vae_batch_size", "latent_dim", "diffusion_epochs",
                      "diffusion_batch_size", "denoiser_depth", "noise_multiplicity", "diffusion_steps",
@@ -433,11 +438,13 @@ class DPTabSynSynthesizer(Synthesizer):
             self.vae_config = DPSGDConfig(
                 epochs=vae_epochs, batch_size=vae_batch_size, learning_rate=vae_learning_rate,
                 max_grad_norm=vae_max_grad_norm, grad_sample_mode=grad_sample_mode, device=device,
+                max_physical_batch_size=max_physical_batch_size,
             )  # fmt: skip
             self.diffusion_config = DPSGDConfig(
                 epochs=diffusion_epochs, batch_size=diffusion_batch_size,
                 learning_rate=diffusion_learning_rate, max_grad_norm=diffusion_max_grad_norm,
                 grad_sample_mode=grad_sample_mode, device=device,
+                max_physical_batch_size=max_physical_batch_size,
             )  # fmt: skip
         except ParameterError as exc:  # grad_sample_mode / device
             raise ParameterError(str(exc)) from None

@@ -115,6 +115,9 @@ class DPTVAESynthesizer(Synthesizer):
         loss_factor: weight of the reconstruction term against KL (TVAE's default 2).
         grad_sample_mode: Opacus per-sample gradient mode (``ghost`` or ``hooks``).
         device: ``auto``, ``cpu`` or ``cuda``.
+        max_physical_batch_size: rows per forward/backward pass; a larger Poisson batch is split
+            and its clipped gradients summed before the one noisy step (Opacus's
+            ``BatchMemoryManager``: same accounting, bounded memory). ``None``: no split.
     """
 
     name = "dp_tvae"
@@ -131,6 +134,7 @@ class DPTVAESynthesizer(Synthesizer):
         loss_factor: float = 2.0,
         grad_sample_mode: str = "ghost",
         device: str = "auto",
+        max_physical_batch_size: int | None = None,
     ) -> None:
         super().__init__(
             epochs=epochs,
@@ -142,6 +146,7 @@ class DPTVAESynthesizer(Synthesizer):
             loss_factor=loss_factor,
             grad_sample_mode=grad_sample_mode,
             device=device,
+            max_physical_batch_size=max_physical_batch_size,
         )
         if latent_dim < 1 or not hidden or any(int(h) < 1 for h in hidden):
             raise ParameterError("latent_dim and every hidden width must be >= 1")
@@ -154,6 +159,7 @@ class DPTVAESynthesizer(Synthesizer):
             max_grad_norm=max_grad_norm,
             grad_sample_mode=grad_sample_mode,
             device=device,
+            max_physical_batch_size=max_physical_batch_size,
         )
         self.model_: TVAEModule | None = None
 
