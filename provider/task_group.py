@@ -53,6 +53,7 @@ def synthesize_table_task_group(
     ledger_uri: str | None = None,
     group_id: str | None = None,
     sample_shards: int | None = None,
+    stage_shards_in_warehouse: bool = False,
     **task_kwargs: Any,
 ) -> TaskGroup:
     """A TaskGroup refreshing the synthetic replacement of ``source_table``.
@@ -78,6 +79,9 @@ def synthesize_table_task_group(
         sample_shards: sample the table as this many mapped shards (``plan_shards`` →
             ``sample_shard`` mapped with ``.expand`` → ``sample`` combining them), each with its own
             seed and bounded memory (:mod:`synth_provider.operators.shards`); ``None``: one task.
+        stage_shards_in_warehouse: with ``sample_shards``, each shard also loads its rows into
+            its own warehouse staging table, in parallel, and the publish moves them into the
+            target inside the warehouse (for warehouses that take concurrent loads; not SQLite).
         task_kwargs: passed to every operator (``retries``, ``pool``, ``execution_timeout``...).
 
     Tasks: ``extract``, ``train``, ``sample``, ``validate``, ``publish``.
@@ -127,7 +131,7 @@ def synthesize_table_task_group(
 
             plan = PlanShardsOperator(
                 task_id="plan_shards", model=train.output, num_rows=num_rows, num_shards=sample_shards,
-                seed=seed, **common,
+                seed=seed, stage_in_warehouse=stage_shards_in_warehouse, staging_schema=target_schema, **common,
             )  # fmt: skip
             parts = SampleShardOperator.partial(task_id="sample_shard", **common).expand(shard=plan.output)
             sample = CombineShardsOperator(task_id="sample", shards=parts.output, **common)

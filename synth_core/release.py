@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,6 +157,7 @@ def publish_release(
     dbt_project_dir: str | None = None,
     dbt_freshness: Mapping[str, Any] | None = None,
     resample_only: bool = False,
+    staged_chunks: Sequence[Mapping[str, Any]] | None = None,
 ) -> PublishedRelease:
     """Publish a validated synthetic table so readers never see a partial release.
 
@@ -173,11 +174,15 @@ def publish_release(
         rows: rows of the validated synthetic table; a different count in ``synthetic_uri``
             aborts before the swap.
         staged: the staged manifest (``None`` for a resample-only refresh).
+        staged_chunks: ``{"table", "schema", "rows"}`` of warehouse tables the sampled shards
+            loaded (:func:`synth_core.shards.sample_shard`); the swap's staging table is filled
+            from them inside the warehouse instead of from the Parquet, and they are dropped.
     """
     from synth_core.dbt import render_dbt_sources_yml
     from synth_core.object_store import join_uri, lineage_dataset_for_uri
     from synth_core.warehouse import (
         RELEASES_TABLE,
+        StagedChunk,
         asset_uri,
         lineage_dataset,
         publish_table_atomically,
@@ -197,16 +202,23 @@ def publish_release(
     parquet_uri = store.copy(synthetic_uri, join_uri(published, f"{target}.parquet"))
 
     # 2. the warehouse swap, comments and release log in one transaction; rows stream from the
-    #    Parquet row groups, so memory stays bounded by one batch
+    #    Parquet row groups, so memory stays bounded by one batch (or, when the shards staged
+    #    their rows in the warehouse, move there without passing through this worker)
     types, nullable = _publish_types(engine, transformer, staged, source_name, source_schema, target, schema)
     release = {
         "synthetic_table": target, "source_table": table, "run_id": run_id, "published_at": published_at,
         "row_count": int(rows), "epsilon": float(model["epsilon"]), "delta": float(model["delta"]),
         "generator": str(model["generator"]), "manifest_uri": manifest_uri,
     }  # fmt: skip
+    chunks = (
+        [StagedChunk(str(c["table"]), int(c["rows"]), c.get("schema") or None) for c in staged_chunks]
+        if staged_chunks
+        else None
+    )
     publish_table_atomically(
         engine,
-        store.iter_parquet(parquet_uri),
+        None if chunks else store.iter_parquet(parquet_uri),
+        staged=chunks,
         target=target,
         schema=schema,
         column_types=types,

@@ -9,15 +9,19 @@ mapped tasks, pods). Each shard:
   group, so its memory is bounded by one chunk however many rows it holds;
 * renumbers integer surrogate-key columns from its global row offset, so keys stay unique across
   shards;
-* writes ``{prefix}/part-{k:05d}.parquet``, visible only once complete.
+* writes ``{prefix}/part-{k:05d}.parquet``, visible only once complete;
+* optionally loads the same chunks into its own **staging-table chunk** in the warehouse
+  (:func:`synth_core.warehouse.stage_rows`), so N shards load the warehouse in parallel and the
+  publish only moves rows inside it (``INSERT … SELECT`` into the swap's staging table).
 
 :func:`combine_shards` then checks the shard manifests (every index ``0..N-1`` exactly once, one
 model, the planned row counts, the rows actually in each part) and streams the parts, row group by
-row group, into one Parquet object for the release gate and the atomic publish.
+row group, into one Parquet object for the release gate (and, without staged chunks, the publish).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -26,6 +30,7 @@ from synth_core.errors import ParameterError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import sqlalchemy as sa
 
     from synth_core.object_store import ObjectStore
 
@@ -60,6 +65,16 @@ def plan_shards(total_rows: int, num_shards: int, *, seed: int | None = None) ->
     return out
 
 
+def shard_staging_table(table: str, run_id: str, index: int) -> str:
+    """The warehouse table holding shard ``index``'s rows of one run: short enough for any
+    warehouse's identifier limit (PostgreSQL: 63 bytes), distinct per run and shard."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{table}\0{run_id}".encode()).hexdigest()[:10]
+    stem = table.split(".")[-1][:28]
+    return f"{stem}__dpsynth_shard_{digest}_{int(index):05d}"
+
+
 def shard_uri(prefix: str, index: int) -> str:
     from synth_core.object_store import join_uri
 
@@ -74,10 +89,17 @@ def sample_shard(
     output_prefix: str | None = None,
     output_uri: str | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    warehouse: sa.engine.Engine | None = None,
+    staging_table: str | None = None,
+    staging_schema: str | None = None,
 ) -> dict[str, Any]:
     """Sample one shard into ``{output_prefix}/part-{index:05d}.parquet`` (or ``output_uri``); returns its manifest
     (``index``, ``count``, ``row_start``, ``rows``, ``seed``, ``synthetic_uri``, ``model_uri``,
-    ``source_table``, ``seconds``). Memory is bounded by ``chunk_rows`` rows."""
+    ``source_table``, ``seconds``). Memory is bounded by ``chunk_rows`` rows.
+
+    With ``warehouse`` and ``staging_table``, the same chunks also go into that table (replaced if
+    an earlier try left it; generic SQL types from the spec, cast to the target's at publish), and
+    the manifest gains ``staged_chunk`` ``{"table", "schema", "rows"}``."""
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -114,17 +136,39 @@ def sample_shard(
     if output_uri is None and output_prefix is None:
         raise ParameterError("give output_prefix or output_uri")
     uri = output_uri or shard_uri(str(output_prefix), index)
+    if (warehouse is None) != (staging_table is None):
+        raise ParameterError("give both warehouse and staging_table, or neither")
     frames = chunks()
     head = next(frames)
+    staged = None
     with store.open_parquet_writer(uri, pa.Schema.from_pandas(head, preserve_index=False)) as writer:
-        writer.write_frame(head)
-        del head
-        for frame in frames:
-            writer.write_frame(frame)
+
+        def written_to_parquet() -> Iterator[pd.DataFrame]:
+            for frame in itertools.chain([head], frames):
+                writer.write_frame(frame)
+                yield frame
+
+        if warehouse is not None and staging_table is not None:
+            from synth_core.warehouse import column_types_for_spec, stage_rows
+
+            staged = stage_rows(
+                warehouse, written_to_parquet(), table=staging_table, schema=staging_schema,
+                column_types=column_types_for_spec(transformer.spec, transformer.output_dtypes),
+                nullable={c.name: c.nullable for c in transformer.spec.output_columns},
+            )  # fmt: skip
+        else:
+            for _ in written_to_parquet():
+                pass
     written = writer.rows
-    if written != rows:
+    if written != rows or (staged is not None and staged.rows != rows):
         raise AssertionError(f"shard {index} wrote {written} rows, planned {rows}")
+    extra = (
+        {}
+        if staged is None
+        else {"staged_chunk": {"table": staged.table, "schema": staged.schema, "rows": staged.rows}}
+    )
     return {
+        **extra,
         "index": index,
         "count": int(shard.get("count", 1)),
         "row_start": row_start,
@@ -165,6 +209,10 @@ def check_shards(shards: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             raise ShardError(f"the shards disagree on {key}: they were sampled from different models")
     if len({int(s["seed"]) for s in ordered}) != count:
         raise ShardError("two shards share a seed: their rows would repeat")
+    if len({"staged_chunk" in s for s in ordered}) != 1:
+        raise ShardError(
+            "some shards loaded a staging-table chunk and others did not: publish needs all or none"
+        )
     start = 0
     for s in ordered:
         if int(s["row_start"]) != start:
@@ -177,7 +225,8 @@ def combine_shards(
     store: ObjectStore, shards: Sequence[Mapping[str, Any]], output_uri: str, *, batch_rows: int = 50_000
 ) -> dict[str, Any]:
     """Stream the checked shard parts into one Parquet object (memory bounded by ``batch_rows``);
-    returns ``{"synthetic_uri", "rows", "model_uri", "source_table", "shards"}``.
+    returns ``{"synthetic_uri", "rows", "model_uri", "source_table", "shards"}``, plus
+    ``staged_chunks`` (in shard order) when the shards loaded staging-table chunks.
 
     Raises:
         ShardError: see :func:`check_shards`; or a part holds another row count than its manifest.
@@ -210,7 +259,9 @@ def combine_shards(
                     f"shard {s['index']} holds {counts[int(s['index'])]} rows, its manifest says {s['rows']}"
                 )
     total = writer.rows
+    staged = [dict(s["staged_chunk"]) for s in ordered if "staged_chunk" in s]
     return {
+        **({"staged_chunks": staged} if staged else {}),
         "synthetic_uri": output_uri,
         "rows": total,
         "model_uri": str(ordered[0]["model_uri"]),

@@ -301,9 +301,53 @@ def asset_uri(engine: sa.engine.Engine, table: str, *, schema: str | None = None
     return f"{namespace}/{name.replace('.', '/')}"
 
 
+@dataclass(frozen=True)
+class StagedChunk:
+    """Rows already loaded into a warehouse table of their own (a sampled shard's staging-table
+    chunk, see :func:`stage_rows`), to be moved into a published table with the others."""
+
+    table: str
+    rows: int
+    schema: str | None = None
+
+
+def stage_rows(
+    engine: sa.engine.Engine,
+    chunks: Iterable[pd.DataFrame],
+    *,
+    table: str,
+    column_types: dict[str, sa.types.TypeEngine[Any]],
+    nullable: dict[str, bool] | None = None,
+    schema: str | None = None,
+) -> StagedChunk:
+    """Load ``chunks`` into a fresh table ``table`` (one left by an earlier try of the same task is
+    replaced) and commit: a shard's staging-table chunk, loaded in parallel with the other shards'.
+    :func:`publish_table_atomically` with ``staged=`` later moves every chunk into the target in
+    its one swap, inside the warehouse (``INSERT … SELECT``), and drops the chunks."""
+    if schema is not None and engine.dialect.name == "sqlite":
+        raise ParameterError(f"SQLite warehouses have no schemas: stage {table!r} without a schema")
+    staging = _staging_table(table, column_types, nullable or {}, schema, None)
+    with engine.begin() as conn:
+        if schema is not None and engine.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {_quote(engine, schema)}")
+        staging.drop(conn, checkfirst=True)
+    if engine.dialect.name in ("mysql", "mariadb"):  # DDL commits implicitly: fill in batches
+        staging.create(engine)
+        rows = 0
+        for frame in chunks:
+            with engine.begin() as conn:
+                rows += _fill(conn, engine, [frame], staging)
+        return StagedChunk(table, rows, schema)
+    transaction = _sqlite_transaction(engine) if engine.dialect.name == "sqlite" else engine.begin()
+    with transaction as conn:
+        staging.create(conn)
+        rows = _fill(conn, engine, chunks, staging)
+    return StagedChunk(table, rows, schema)
+
+
 def publish_table_atomically(
     engine: sa.engine.Engine,
-    chunks: pd.DataFrame | Iterable[pd.DataFrame],
+    chunks: pd.DataFrame | Iterable[pd.DataFrame] | None,
     *,
     target: str,
     column_types: dict[str, sa.types.TypeEngine[Any]],
@@ -312,8 +356,10 @@ def publish_table_atomically(
     comments: TableComments | None = None,
     release: Mapping[str, Any] | None = None,
     expected_rows: int | None = None,
+    staged: list[StagedChunk] | None = None,
 ) -> int:
-    """Replace ``target`` with the rows of ``chunks`` so that readers never see a partial table.
+    """Replace ``target`` with the rows of ``chunks`` (or of the ``staged`` chunk tables) so that
+    readers never see a partial table.
 
     Rows go to a fresh staging table (created with the source's column types and the given
     comments), which then takes the target's place:
@@ -332,12 +378,30 @@ def publish_table_atomically(
 
     ``expected_rows``: when given, a different number of rows aborts the publish before the swap.
 
+    ``staged``: instead of ``chunks``, tables loaded by :func:`stage_rows` (e.g. one per sampled
+    shard, in parallel). Their rows are moved into the staging table inside the warehouse
+    (``INSERT … SELECT``; each chunk must hold its recorded row count), and the chunk tables are
+    dropped with the swap (same transaction; MySQL: right after the rename).
+
     Returns the number of rows published.
     """
     schema, target = split_table_name(target, schema)
     if schema is not None and engine.dialect.name == "sqlite":
         raise ParameterError(f"SQLite warehouses have no schemas: publish {target!r} without target_schema")
-    parts = _counted([chunks] if isinstance(chunks, pd.DataFrame) else chunks, expected_rows, target)
+    if (chunks is None) == (staged is None):
+        raise ParameterError("publish either chunks of rows or staged chunk tables, not both or neither")
+    parts: Iterable[pd.DataFrame] | list[StagedChunk]
+    if staged is not None:
+        parts = list(staged)
+        total = sum(c.rows for c in parts)
+        if expected_rows is not None and total != expected_rows:
+            raise ValidationFailedError(
+                f"table {target!r}: the staged chunks hold {total} rows but {expected_rows} were validated; "
+                "nothing was published"
+            )
+    else:
+        assert chunks is not None
+        parts = _counted([chunks] if isinstance(chunks, pd.DataFrame) else chunks, expected_rows, target)
     staging_name = f"{target}__dpsynth_{uuid.uuid4().hex[:8]}"
     staging = _staging_table(staging_name, column_types, nullable or {}, schema, comments)
     if engine.dialect.name == "postgresql":
@@ -415,45 +479,105 @@ def _check_columns(frame: pd.DataFrame, staging: sa.Table) -> None:
         raise SpecError(f"the synthetic rows have columns {list(frame.columns)}, the table needs {expected}")
 
 
+def _fill(
+    conn: sa.Connection,
+    engine: sa.engine.Engine,
+    parts: Iterable[pd.DataFrame] | list[StagedChunk],
+    staging: sa.Table,
+) -> int:
+    """Fill the (created) ``staging`` table from frames or from staged chunk tables; the rows."""
+    if isinstance(parts, list) and all(isinstance(p, StagedChunk) for p in parts) and parts:
+        return _fill_from_chunks(conn, engine, parts, staging)
+    if engine.dialect.name == "postgresql":
+        return _copy_frames(conn, engine, parts, staging)
+    rows = 0
+    for frame in parts:
+        assert isinstance(frame, pd.DataFrame)
+        _check_columns(frame, staging)
+        if len(frame):
+            conn.execute(staging.insert(), _records(frame))
+        rows += len(frame)
+    return rows
+
+
+def _copy_frames(
+    conn: sa.Connection, engine: sa.engine.Engine, parts: Iterable[pd.DataFrame], staging: sa.Table
+) -> int:
+    """PostgreSQL: ``COPY … FROM STDIN`` of each frame as CSV written by Arrow."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    q = _qualifier(engine, staging.schema)
+    cols = ", ".join(_quote(engine, c.name) for c in staging.columns)
+    copy_sql = f"COPY {q(staging.name)} ({cols}) FROM STDIN (FORMAT CSV)"
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None
+    cursor = dbapi.cursor()
+    rows = 0
+    for frame in parts:
+        _check_columns(frame, staging)
+        buf = io.BytesIO()
+        # Arrow writes NULL as an unquoted empty field and "" quoted, which is COPY CSV's rule
+        pacsv.write_csv(
+            pa.Table.from_pandas(frame, preserve_index=False), buf, pacsv.WriteOptions(include_header=False)
+        )
+        buf.seek(0)
+        if engine.dialect.driver == "psycopg":
+            with cursor.copy(copy_sql) as copy:
+                copy.write(buf.getbuffer())
+        else:  # psycopg2
+            cursor.copy_expert(copy_sql, buf)
+        rows += len(frame)
+    return rows
+
+
+def _fill_from_chunks(
+    conn: sa.Connection, engine: sa.engine.Engine, chunks: list[StagedChunk], staging: sa.Table
+) -> int:
+    """``INSERT … SELECT`` each staged chunk table into ``staging``; a chunk holding another row
+    count than recorded (lost or loaded twice) aborts before the swap."""
+    from synth_core.errors import ShardError
+
+    into = _qualifier(engine, staging.schema)(staging.name)
+    cols = ", ".join(_quote(engine, c.name) for c in staging.columns)
+    rows = 0
+    for chunk in chunks:
+        if not sa.inspect(conn).has_table(chunk.table, schema=chunk.schema):
+            raise ShardError(f"staged chunk {chunk.table!r} cannot be read: the table is missing")
+        source = _qualifier(engine, chunk.schema)(chunk.table)
+        moved = conn.exec_driver_sql(f"INSERT INTO {into} ({cols}) SELECT {cols} FROM {source}").rowcount
+        if moved != chunk.rows:
+            raise ShardError(
+                f"staged chunk {chunk.table!r} holds {moved} rows, its shard recorded {chunk.rows}; nothing was published"
+            )
+        rows += moved
+    return rows
+
+
+def _drop_chunks(conn: sa.Connection, engine: sa.engine.Engine, parts: Iterable[Any]) -> None:
+    if isinstance(parts, list):
+        for chunk in parts:
+            if isinstance(chunk, StagedChunk):
+                conn.exec_driver_sql(f"DROP TABLE {_qualifier(engine, chunk.schema)(chunk.table)}")
+
+
 def _publish_postgres(
     engine: sa.engine.Engine,
-    parts: Iterable[pd.DataFrame],
+    parts: Iterable[pd.DataFrame] | list[StagedChunk],
     staging: sa.Table,
     target: str,
     schema: str | None,
     comments: TableComments | None,
     release: Mapping[str, Any] | None,
 ) -> int:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
     q = _qualifier(engine, schema)
     cols = ", ".join(_quote(engine, c.name) for c in staging.columns)
-    copy_sql = f"COPY {q(staging.name)} ({cols}) FROM STDIN (FORMAT CSV)"
-    rows = 0
     with engine.begin() as conn:
         if schema is not None:
             conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {_quote(engine, schema)}")
         staging.create(conn)
-        dbapi = conn.connection.dbapi_connection
-        assert dbapi is not None
-        cursor = dbapi.cursor()
-        for frame in parts:
-            _check_columns(frame, staging)
-            buf = io.BytesIO()
-            # Arrow writes NULL as an unquoted empty field and "" quoted, which is COPY CSV's rule
-            pacsv.write_csv(
-                pa.Table.from_pandas(frame, preserve_index=False),
-                buf,
-                pacsv.WriteOptions(include_header=False),
-            )
-            buf.seek(0)
-            if engine.dialect.driver == "psycopg":
-                with cursor.copy(copy_sql) as copy:
-                    copy.write(buf.getbuffer())
-            else:  # psycopg2
-                cursor.copy_expert(copy_sql, buf)
-            rows += len(frame)
+        rows = _fill(conn, engine, parts, staging)
+        _drop_chunks(conn, engine, parts)
         exists = sa.inspect(conn).has_table(target, schema=schema)
         if exists:
             savepoint = conn.begin_nested()
@@ -486,7 +610,7 @@ def _publish_postgres(
 
 def _publish_transactional(
     engine: sa.engine.Engine,
-    parts: Iterable[pd.DataFrame],
+    parts: Iterable[pd.DataFrame] | list[StagedChunk],
     staging: sa.Table,
     target: str,
     schema: str | None,
@@ -495,6 +619,7 @@ def _publish_transactional(
     transaction = _sqlite_transaction(engine) if engine.dialect.name == "sqlite" else engine.begin()
     with transaction as conn:
         rows = _fill_and_swap(conn, engine, parts, staging, target, schema)
+        _drop_chunks(conn, engine, parts)
         _record_release(conn, schema, release)
         return rows
 
@@ -502,19 +627,14 @@ def _publish_transactional(
 def _fill_and_swap(
     conn: sa.Connection,
     engine: sa.engine.Engine,
-    parts: Iterable[pd.DataFrame],
+    parts: Iterable[pd.DataFrame] | list[StagedChunk],
     staging: sa.Table,
     target: str,
     schema: str | None,
 ) -> int:
     q = _qualifier(engine, schema)
-    rows = 0
     staging.create(conn)
-    for frame in parts:
-        _check_columns(frame, staging)
-        if len(frame):
-            conn.execute(staging.insert(), _records(frame))
-        rows += len(frame)
+    rows = _fill(conn, engine, parts, staging)
     if sa.inspect(conn).has_table(target, schema=schema):
         conn.exec_driver_sql(f"DROP TABLE {q(target)}")
     conn.exec_driver_sql(f"ALTER TABLE {q(staging.name)} RENAME TO {_quote(engine, target)}")
@@ -543,7 +663,7 @@ def _sqlite_transaction(engine: sa.engine.Engine) -> Iterator[sa.Connection]:
 
 def _publish_mysql(
     engine: sa.engine.Engine,
-    parts: Iterable[pd.DataFrame],
+    parts: Iterable[pd.DataFrame] | list[StagedChunk],
     staging: sa.Table,
     target: str,
     schema: str | None,
@@ -553,12 +673,13 @@ def _publish_mysql(
     rows = 0
     staging.create(engine)
     try:
-        for frame in parts:
-            _check_columns(frame, staging)
+        if isinstance(parts, list) and parts and isinstance(parts[0], StagedChunk):
             with engine.begin() as conn:
-                if len(frame):
-                    conn.execute(staging.insert(), _records(frame))
-            rows += len(frame)
+                rows = _fill(conn, engine, parts, staging)
+        else:
+            for frame in parts:
+                with engine.begin() as conn:
+                    rows += _fill(conn, engine, [frame], staging)
         old = f"{target}__dpsynth_old_{uuid.uuid4().hex[:8]}"
         with engine.begin() as conn:
             if sa.inspect(conn).has_table(target, schema=schema):
@@ -569,6 +690,8 @@ def _publish_mysql(
             else:
                 conn.exec_driver_sql(f"RENAME TABLE {q(staging.name)} TO {q(target)}")
             _record_release(conn, schema, release)
+        with engine.begin() as conn:  # the target is live; the chunk tables are leftovers now
+            _drop_chunks(conn, engine, parts)
     except BaseException:
         try:
             staging.drop(engine, checkfirst=True)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 from pod_helpers import TINY_TVAE, subprocess_env
@@ -133,3 +134,102 @@ def test_the_task_group_option_maps_the_sample_step_over_shards() -> None:
     mapped = dag.get_task(f"{group}.sample_shard")
     assert type(mapped).__name__ == "MappedOperator"
     assert dag.get_task(f"{group}.plan_shards").num_shards == 8
+
+
+@pytest.mark.slow
+def test_shards_load_their_own_staging_tables_and_the_publish_moves_them_in_one_swap(
+    dpsynth_home: Path, adult_split: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL: each mapped shard loads its rows into its own warehouse table as it samples;
+    the publish fills the target from those tables inside the warehouse, and drops them."""
+    import uuid
+
+    import numpy as np
+    import torch
+
+    from synth_core.generators import create_synthesizer
+    from synth_core.object_store import ObjectStore
+    from synth_core.privacy import PrivacyBudget
+    from synth_core.spec import TableSpec
+    from synth_provider.operators.shards import (
+        CombineShardsOperator,
+        PlanShardsOperator,
+        SampleShardOperator,
+    )
+    from synth_provider.operators.synthesize import PublishSyntheticOperator
+
+    torch.set_num_threads(1)
+    engine = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    schema = f"dpsynth_t_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SHARD_PG",
+        json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres",
+                    "schema": "test"}),
+    )  # fmt: skip
+    try:
+        train, _ = adult_split
+        spec = TableSpec.from_yaml(Path(__file__).resolve().parent.parent / "dags" / "specs" / "adult.yaml")
+        synth = create_synthesizer("dp_tvae", **TINY_TVAE).fit(
+            train.iloc[:2_000], spec, PrivacyBudget(2.0, 1e-6)
+        )
+        model_uri = synth.save(
+            (dpsynth_home / "objects" / "models" / "adult" / "r2" / "m.dpsynth.zip").as_uri()
+        )
+        assert synth.privacy_ is not None
+        model = {"model_uri": model_uri, "source_table": "adult", "generator": "dp_tvae",
+                 "epsilon": synth.privacy_["epsilon"], "delta": synth.privacy_["delta"], "target_epsilon": 2.0}  # fmt: skip
+        common = {"warehouse_conn_id": "shard_pg"}
+        ctx = {"run_id": "r2"}
+        plan = PlanShardsOperator(
+            task_id="plan_shards", model=model, num_rows=30_000, num_shards=3, seed=5,
+            stage_in_warehouse=True, staging_schema=schema, **common,
+        ).execute(ctx)  # fmt: skip
+        assert len({s["staging_table"] for s in plan}) == 3 and all(
+            s["staging_schema"] == schema for s in plan
+        )
+        assert all(len(s["staging_table"]) <= 63 for s in plan)  # PostgreSQL's identifier limit
+        results = [
+            SampleShardOperator(task_id="sample_shard", shard=s, chunk_rows=4_000, **common).execute(ctx)
+            for s in plan
+        ]
+        assert [r["staged_chunk"]["rows"] for r in results] == [10_000] * 3
+        with engine.connect() as conn:
+            staged = [conn.exec_driver_sql(f'SELECT count(*) FROM "{schema}"."{s["staging_table"]}"').scalar_one()
+                      for s in plan]  # fmt: skip
+        assert staged == [10_000] * 3
+        # a shard with a staging chunk beside one without cannot be published together
+        from airflow.sdk.exceptions import AirflowFailException
+
+        unstaged = {k: v for k, v in results[1].items() if k != "staged_chunk"}
+        with pytest.raises(AirflowFailException, match="some shards loaded a staging-table chunk"):
+            CombineShardsOperator(
+                task_id="sample", shards=[results[0], unstaged, results[2]], **common
+            ).execute(ctx)
+        combined = CombineShardsOperator(task_id="sample", shards=results, **common).execute(ctx)
+        assert [c["table"] for c in combined["staged_chunks"]] == [s["staging_table"] for s in plan]
+
+        done = PublishSyntheticOperator(
+            task_id="publish", staged=None, model=model, synthetic=combined, validation={"success": True},
+            target_schema=schema, **common,
+        ).execute(ctx)  # fmt: skip
+        assert done["rows"] == 30_000
+        published = pd.read_sql_table("adult", engine, schema=schema)
+        validated = ObjectStore().read_parquet(combined["synthetic_uri"])
+        assert len(published) == 30_000
+        # the warehouse holds exactly the validated rows (as a multiset), each shard's once
+        for column in ("age", "fnlwgt", "hours_per_week"):
+            assert np.array_equal(
+                np.sort(published[column].to_numpy()), np.sort(validated[column].to_numpy())
+            )
+        assert (
+            published["workclass"].value_counts(dropna=False).to_dict()
+            == validated["workclass"].value_counts(dropna=False).to_dict()
+        )
+        left = sa.inspect(engine).get_table_names(schema=schema)
+        assert not [t for t in left if "__dpsynth_" in t], left
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        engine.dispose()

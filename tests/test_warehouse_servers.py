@@ -8,12 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from synth_core.errors import ParameterError, ValidationFailedError
 from synth_core.spec import TableSpec
 from synth_core.warehouse import (
     TableComments,
@@ -338,3 +340,71 @@ def test_a_source_query_streams_with_catalog_or_spec_types(
         iter_table_chunks(engine, bad, query=f"SELECT age FROM {table}")
     with pytest.raises(SourceTableError, match="the source query of table 'x' failed"):
         iter_table_chunks(engine, bad, query="SELECT nope FROM nowhere")
+
+
+@pytest.mark.parametrize("server", ["pg", "maria", "sqlite"])
+def test_staged_chunks_are_published_together_and_a_bad_chunk_publishes_nothing(
+    server: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Shards load their own staging-table chunks (in parallel in production); the publish moves
+    them into the swap's staging table inside the warehouse, in one transaction, then drops them."""
+    from synth_core.errors import ShardError
+    from synth_core.warehouse import StagedChunk, stage_rows
+
+    if server == "sqlite":
+        engine, schema = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}"), None
+    else:
+        engine, schema = request.getfixturevalue(server)
+        schema = schema if server == "pg" else None
+    types = {"k": sa.BigInteger(), "city": sa.String(40), "amount": sa.Float()}
+    frames = [
+        pd.DataFrame({"k": np.arange(s, s + n, dtype="int64"), "city": ["Ghent", None] * (n // 2),
+                      "amount": np.linspace(0, 1, n)})
+        for s, n in ((0, 400), (400, 300), (700, 300))
+    ]  # fmt: skip
+    chunks = [
+        stage_rows(engine, [f.iloc[:150], f.iloc[150:]], table=f"t__dpsynth_shard_ab_{i:05d}", column_types=types,
+                   schema=schema)
+        for i, f in enumerate(frames)
+    ]  # fmt: skip
+    assert [c.rows for c in chunks] == [400, 300, 300]
+    # a retried shard task replaces its chunk instead of appending to it
+    chunks[1] = stage_rows(engine, [frames[1]], table=chunks[1].table, column_types=types, schema=schema)
+    assert chunks[1].rows == 300
+
+    publish_table_atomically(engine, frames[0].head(5), target="synth", schema=schema, column_types=types)
+    # a chunk holding other rows than its shard recorded (here: a row deleted behind its back)
+    q = f'"{schema}".' if schema else ""
+    name = chunks[2].table if server != "maria" else f"`{chunks[2].table}`"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM {q}{name} WHERE k = 999")
+    with pytest.raises(ShardError, match="holds 299 rows, its shard recorded 300; nothing was published"):
+        publish_table_atomically(
+            engine, None, staged=chunks, target="synth", schema=schema, column_types=types
+        )
+    with pytest.raises(ShardError, match="cannot be read"):
+        publish_table_atomically(
+            engine, None, staged=[*chunks[:2], StagedChunk("t__dpsynth_shard_ab_00009", 5, schema)],
+            target="synth", schema=schema, column_types=types,
+        )  # fmt: skip
+    with pytest.raises(ValidationFailedError, match="hold 1000 rows but 999 were validated"):
+        publish_table_atomically(
+            engine, None, staged=chunks, target="synth", schema=schema, column_types=types, expected_rows=999
+        )
+    with engine.connect() as conn:  # the previous table is untouched
+        assert conn.exec_driver_sql(f"SELECT count(*) FROM {q}synth").scalar_one() == 5
+
+    chunks[2] = stage_rows(engine, [frames[2]], table=chunks[2].table, column_types=types, schema=schema)
+    published = publish_table_atomically(
+        engine, None, staged=chunks, target="synth", schema=schema, column_types=types, expected_rows=1000
+    )
+    assert published == 1000
+    with engine.connect() as conn:
+        keys = [r[0] for r in conn.exec_driver_sql(f"SELECT k FROM {q}synth ORDER BY k")]
+        nulls = conn.exec_driver_sql(f"SELECT count(*) FROM {q}synth WHERE city IS NULL").scalar_one()
+    assert keys == list(range(1000)) and nulls == 500  # every row once, NULLs kept
+    left = sa.inspect(engine).get_table_names(schema=schema)
+    assert not [t for t in left if "__dpsynth_" in t], left  # the chunks went with the swap
+    with pytest.raises(ParameterError, match="not both or neither"):
+        publish_table_atomically(engine, frames[0], staged=chunks, target="synth", column_types=types)
+    engine.dispose()

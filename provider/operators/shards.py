@@ -9,7 +9,10 @@
 Each mapped shard samples its rows in bounded chunks with its own seed and writes its own Parquet
 part (``synthetic/{table}/{run}/shards/part-{k:05d}.parquet``); the combine task checks that every
 shard is there exactly once with its planned rows and streams the parts into the one Parquet file
-the release gate and the atomic publish read (memory bounded by one row group). The shards can also
+the release gate and the atomic publish read (memory bounded by one row group). With
+``stage_in_warehouse=True`` each shard also loads its rows into its own staging-table chunk in the
+warehouse, in parallel; the publish then moves them into the swap's staging table inside the
+warehouse instead of streaming the combined file through one worker. The shards can also
 run in pods: :class:`~synth_provider.operators.kubernetes.SampleSynthesizerPodOperator` takes the
 same ``shard``. Sampling is post-processing: no shard spends privacy budget.
 """
@@ -33,9 +36,13 @@ class PlanShardsOperator(DPSynthBaseOperator):
         num_rows: rows of the synthetic table (``None``: the table's DP row count).
         num_shards: number of mapped sample tasks.
         seed: base seed (``None``: fresh randomness); shard ``k`` gets its own derived seed.
+        stage_in_warehouse: each shard also loads its rows into its own warehouse table
+            (``{table}__dpsynth_shard_{hash}_{k:05d}``), which the publish moves into the target.
+        staging_schema: schema of those tables (default: the connection's); the publish drops them.
 
     Returns (XCom): a list of shards, each ``{"index", "count", "row_start", "rows", "seed",
-    "model_uri", "output_prefix"}`` — map a sample task over it with ``.expand(shard=...)``.
+    "model_uri", "output_prefix"}`` (and ``staging_table``, ``staging_schema`` when staging in
+    the warehouse) — map a sample task over it with ``.expand(shard=...)``.
     """
 
     template_fields: Sequence[str] = (
@@ -44,6 +51,7 @@ class PlanShardsOperator(DPSynthBaseOperator):
         "num_rows",
         "num_shards",
         "seed",
+        "staging_schema",
     )
 
     def __init__(
@@ -53,6 +61,8 @@ class PlanShardsOperator(DPSynthBaseOperator):
         num_shards: int,
         num_rows: int | None = None,
         seed: int | None = None,
+        stage_in_warehouse: bool = False,
+        staging_schema: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -60,6 +70,8 @@ class PlanShardsOperator(DPSynthBaseOperator):
         self.num_rows = num_rows
         self.num_shards = num_shards
         self.seed = seed
+        self.stage_in_warehouse = stage_in_warehouse
+        self.staging_schema = staging_schema
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from synth_provider.operators.synthesize import fail_fast_on_non_retryable
@@ -71,7 +83,7 @@ class PlanShardsOperator(DPSynthBaseOperator):
         from synth_core.bundle import read_bundle_metadata
         from synth_core.object_store import join_uri
         from synth_core.release import run_key
-        from synth_core.shards import plan_shards
+        from synth_core.shards import plan_shards, shard_staging_table
 
         hook = self.get_hook()
         model_uri = str(self.model["model_uri"]) if isinstance(self.model, Mapping) else str(self.model)
@@ -90,7 +102,12 @@ class PlanShardsOperator(DPSynthBaseOperator):
         self.log.info(
             "sampling %d synthetic rows of %s as %d shards under %s", int(rows), table, len(plan), prefix
         )
-        return [{**s, "model_uri": model_uri, "output_prefix": prefix} for s in plan]
+        out = [{**s, "model_uri": model_uri, "output_prefix": prefix} for s in plan]
+        if self.stage_in_warehouse:
+            for s in out:
+                s["staging_table"] = shard_staging_table(table, context["run_id"], s["index"])
+                s["staging_schema"] = self.staging_schema or None
+        return out
 
 
 class SampleShardOperator(DPSynthBaseOperator):
@@ -114,16 +131,22 @@ class SampleShardOperator(DPSynthBaseOperator):
         from synth_core.shards import sample_shard
 
         shard = self._manifest(self.shard, "shard")
+        hook = self.get_hook()
+        staging_table = shard.get("staging_table")
         out = sample_shard(
-            self.get_hook().get_object_store(),
+            hook.get_object_store(),
             model_uri=str(shard["model_uri"]),
             shard=shard,
             output_prefix=str(shard["output_prefix"]),
             chunk_rows=int(self.chunk_rows),
+            warehouse=hook.get_warehouse_engine() if staging_table else None,
+            staging_table=str(staging_table) if staging_table else None,
+            staging_schema=shard.get("staging_schema") or None,
         )
         self.log.info(
-            "shard %d/%d: %d synthetic rows into %s (no privacy budget spent)",
+            "shard %d/%d: %d synthetic rows into %s%s (no privacy budget spent)",
             out["index"] + 1, out["count"], out["rows"], out["synthetic_uri"],
+            f" and warehouse table {staging_table}" if staging_table else "",
         )  # fmt: skip
         return out
 

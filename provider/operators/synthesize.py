@@ -796,6 +796,7 @@ class PublishSyntheticOperator(DPSynthBaseOperator):
             dbt_project_dir=self.dbt_project_dir,
             dbt_freshness=self.dbt_freshness,
             resample_only=bool(synthetic.get("resample_only")),
+            staged_chunks=synthetic.get("staged_chunks") or None,
         )
         if done.report_uri:
             persist_report_url(context, store, done.report_uri)
