@@ -272,3 +272,78 @@ print(json.dumps({{"heavy": sorted(m for m in {heavy!r} if m in sys.modules),
     assert result["heavy"] == []
     assert result["tasks"][:2] == ["synthesize_adult_on_gpu.extract", "synthesize_adult_on_gpu.train"]
     assert "synthesize_adult_on_gpu.publish" in result["tasks"]
+
+
+def test_a_deferred_train_pod_keeps_its_reservation_across_the_trigger_and_settles_on_resume(
+    dpsynth_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deferrable=True: the task defers with KubernetesPodOperator's real trigger (built here from
+    the pod spec; only the cluster calls are replaced: creating the pod, and reading its
+    return.json on resume), the reservation survives in XCom, and the resumed task settles it from
+    the manifest; a pod that failed while the task was deferred charges it in full."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+
+    from synth_core.ledger import PrivacyLedger
+
+    ledger = PrivacyLedger(f"sqlite:///{dpsynth_home / 'ledger.db'}")
+    ledger.grant("adult", 10.0, 1e-5)
+    # a kubeconfig naming an API server that is never contacted (the operator reads the config
+    # while building the pod; creating the pod and reading its result are replaced below)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "gpu",
+        "clusters": [{"name": "gpu", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "airflow", "user": {"token": "not-a-secret"}}],
+        "contexts": [{"name": "gpu", "context": {"cluster": "gpu", "user": "airflow"}}],
+    }))  # fmt: skip
+    pod_args = {"deferrable": True, "kubernetes_conn_id": None, "config_file": str(kubeconfig)}
+
+    def create_pod_then_defer(self: Any, context: Any) -> Any:  # KPO.execute without a cluster
+        self.pod = self.pod_request_obj  # the pod the API server would have created
+        self.invoke_defer_method(context=context)  # KPO's own deferral: its trigger, its method
+
+    monkeypatch.setattr(KubernetesPodOperator, "execute", create_pod_then_defer)
+    context = _context()
+    with pytest.raises(TaskDeferred) as deferred:
+        _train_op(**pod_args).execute(context)
+    classpath, kwargs = deferred.value.trigger.serialize()  # what the triggerer stores
+    assert classpath.endswith("KubernetesPodTrigger") and deferred.value.method_name == "trigger_reentry"
+    assert kwargs["pod_namespace"] == "dpsynth" and kwargs["pod_name"].startswith("train")
+    reservation = context["ti"].xcom["dpsynth_reservation_id"]
+    # deferred: the reservation is open (it counts as spent) and nothing was settled or charged
+    assert [e["entry_type"] for e in ledger.entries("adult")] == ["grant", "reserve"]
+    assert ledger.status("adult").spent_epsilon == pytest.approx(3.0)
+
+    manifest = {
+        "model_uri": f"{ROOT}/models/adult/r1/model.dpsynth.zip", "source_table": "adult", "generator": "dp_tvae",
+        "epsilon": 2.91, "delta": 1e-6, "rows_trained": 26000, "dp_source_rows": 26010,
+        "training": {"world_size": 1, "steps": 900}, "target_epsilon": 3.0,
+    }  # fmt: skip
+    events: list[dict[str, Any]] = []
+
+    def read_return_json(self: Any, context: Any, event: dict[str, Any]) -> Any:  # KPO's resume
+        events.append(event)
+        if event["status"] != "success":
+            raise RuntimeError(f"Pod {event['name']} returned a failure")
+        return manifest
+
+    monkeypatch.setattr(KubernetesPodOperator, "trigger_reentry", read_return_json)
+    event = {"status": "success", "name": kwargs["pod_name"], "namespace": "dpsynth", "message": "done"}
+    resumed = _train_op(**pod_args)  # a new worker process's instance
+    xcom = resumed.trigger_reentry(context, event)
+    assert xcom == {**manifest, "reservation_id": reservation} and events == [event]
+    assert ledger.status("adult").spent_epsilon == pytest.approx(2.91)  # settled at what the pod spent
+
+    # a second run whose pod fails while the task is deferred: charged its whole reservation
+    second = _context("manual__2026-01-02")
+    with pytest.raises(TaskDeferred):
+        _train_op(**pod_args).execute(second)
+    failed = {"status": "failed", "name": "train-x", "namespace": "dpsynth", "message": "OOMKilled"}
+    with pytest.raises(RuntimeError, match="returned a failure"):
+        _train_op(**pod_args).trigger_reentry(second, failed)
+    assert ledger.status("adult").spent_epsilon == pytest.approx(2.91 + 3.0)
+    assert ledger.entries("adult")[-1]["note"].startswith("train pod failed")
+    # a resume whose reservation did not survive the deferral refuses to pass the model on
+    with pytest.raises(AirflowFailException, match="reservation of this train task was lost"):
+        _train_op(**pod_args).trigger_reentry(_context("manual__2026-01-03"), event)
