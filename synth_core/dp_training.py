@@ -15,8 +15,9 @@ Models must not use BatchNorm (it mixes samples); LayerNorm is fine.
 
 Inside :func:`synth_core.distributed.distributed_training` (N processes under ``torchrun``, one per
 GPU), :class:`PrivateTrainer` trains with Opacus's DPDDP: same sampling rate, noise multiplier and
-steps as one process, so the same ε (see :mod:`synth_core.distributed`). On CUDA the loader pins
-its batches in page-locked memory so host-to-GPU copies overlap the computation.
+steps as one process, so the same ε (see :mod:`synth_core.distributed`). On CUDA the private rows
+are copied to the GPU once when they fit in a quarter of its free memory, and batches are gathered
+there; larger tables stay on the host and each batch is pinned for an asynchronous copy.
 """
 
 from __future__ import annotations
@@ -115,7 +116,23 @@ class _Rows(torch.utils.data.Dataset[tuple[torch.Tensor]]):
         return (self.tensor[index],)
 
     def __getitems__(self, indices: list[int]) -> torch.Tensor:
-        return self.tensor[torch.as_tensor(indices, dtype=torch.long)]
+        return self.tensor[torch.as_tensor(indices, dtype=torch.long, device=self.tensor.device)]
+
+
+#: private rows up to this share of the GPU's free memory are copied to it once and batches are
+#: gathered there (no host-to-device copy per step); larger tables stay in host memory and each
+#: batch is pinned for an asynchronous copy
+GPU_RESIDENT_SHARE = 0.25
+
+
+def _rows_on(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The rows where batches are gathered: on the GPU when they fit comfortably, else the host."""
+    if device.type != "cuda":
+        return tensor
+    free, _ = torch.cuda.mem_get_info(device)
+    if tensor.numel() * tensor.element_size() <= GPU_RESIDENT_SHARE * free:
+        return tensor.to(device)
+    return tensor
 
 
 def _as_batch(rows: Any) -> tuple[torch.Tensor]:
@@ -215,8 +232,10 @@ class PrivateTrainer:
         self.mechanism_name = mechanism_name
         self.device = resolve_device(config.device)
         self.worker = current_worker()
-        tensor = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-        pin = self.device.type == "cuda"
+        # whole batches are gathered with one tensor index (a per-row Dataset capped the loader at
+        # ~200k rows/s on one core, slower than the models it feeds)
+        tensor = _rows_on(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), self.device)
+        pin = self.device.type == "cuda" and tensor.device.type == "cpu"
         loader: torch.utils.data.DataLoader[Any]
         if self.worker.distributed:
             # the single-process loader's number of batches, hence the same q and steps per epoch
@@ -231,8 +250,9 @@ class PrivateTrainer:
             )
         else:
             loader = torch.utils.data.DataLoader(
-                torch.utils.data.TensorDataset(tensor),
+                _Rows(tensor),
                 batch_size=min(config.batch_size, n),
+                collate_fn=_as_batch,
                 generator=torch.Generator().manual_seed(secret_seed()),
                 pin_memory=pin,
             )
