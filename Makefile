@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := constraints/constraints-3.11.txt
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test lint typecheck pytest install install-test clean
+.PHONY: demo test lint typecheck pytest install install-test clean bench-smartnoise-venv
 
 # The stack (torch first, then everything under the tested constraints) is installed once per
 # change of pyproject.toml or the constraints; the project itself is reinstalled on every run
@@ -40,6 +40,18 @@ test: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# SmartNoise (compared side by side in benchmarks/generators.py) pins opacus<0.15 and mbi<2, so it
+# lives in its own virtualenv; torch first, as for the main stack.
+SN_VENV := benchmarks/.venv-smartnoise
+$(SN_VENV)/.installed: benchmarks/smartnoise-constraints.txt
+	$(PYTHON) -m venv $(SN_VENV)
+	$(SN_VENV)/bin/pip install --quiet $(TORCH_PIN)
+	$(SN_VENV)/bin/pip install --quiet -c benchmarks/smartnoise-constraints.txt smartnoise-synth packaging
+	$(SN_VENV)/bin/pip check
+	touch $@
+
+bench-smartnoise-venv: $(SN_VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache test-artifacts
