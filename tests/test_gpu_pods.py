@@ -145,6 +145,14 @@ def test_sample_pods_run_on_cpu_nodes_by_default_and_a_local_store_is_refused(dp
     local = SampleSynthesizerPodOperator(task_id="s2", model=model)  # the embedded file:// store
     with pytest.raises(AirflowFailException, match="cannot reach"):
         local.build_pod_request_obj(_context(), dry_run=True)
+    # a shard planned to load a warehouse staging table: pods hold no warehouse credentials
+    from synth_core.errors import ParameterError
+
+    shard = {"index": 0, "count": 2, "row_start": 0, "rows": 5, "seed": 1, "model_uri": model["model_uri"],
+             "output_prefix": f"{ROOT}/synthetic/adult/r1/shards", "staging_table": "adult__dpsynth_shard_x_00000"}  # fmt: skip
+    staged_pod = SampleSynthesizerPodOperator(task_id="s3", shard=shard, object_store_uri=ROOT)
+    with pytest.raises(ParameterError, match="cannot be sampled in pods"):
+        staged_pod.build_pod_request_obj(_context(), dry_run=True)
 
 
 # -- the entrypoint, for real, and the operators' XCom handling of its return.json -------------------

@@ -393,11 +393,19 @@ class SampleSynthesizerPodOperator(_DPSynthPodOperator):
         self.shard = shard
 
     def build_job(self, context: Context) -> dict[str, Any]:
+        from synth_core.errors import ParameterError
         from synth_core.object_store import join_uri
         from synth_core.release import run_key
 
         if self.shard is not None:
             shard = dict(self.shard)
+            if shard.get("staging_table"):
+                # the pod holds object-store credentials only; silently skipping the staging table
+                # would publish from the Parquet instead of what the plan asked for
+                raise ParameterError(
+                    "shards planned with stage_in_warehouse=True cannot be sampled in pods (they get no "
+                    "warehouse credentials): plan them without it, or sample with SampleShardOperator"
+                )
             return {
                 "model_uri": shard["model_uri"], "shard": shard, "output_prefix": shard["output_prefix"],
             }  # fmt: skip
