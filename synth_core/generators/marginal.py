@@ -509,10 +509,20 @@ class MarginalSynthesizer(Synthesizer):
         sizes = [int(maps[n].max()) + 1 for n in names]
         return Marginals(codes, names, sizes), measurements
 
-    def _estimate(self, mbi: Any, domain: Any, measurements: list[Any], iters: int, warm: Any = None) -> Any:
+    def _estimate(
+        self,
+        mbi: Any,
+        domain: Any,
+        measurements: list[Any],
+        iters: int,
+        warm: Any = None,
+        tol: float | None = None,
+    ) -> Any:
+        """Mirror descent for at most ``iters`` iterations; with ``tol``, stop once the relative loss
+        improvement over a 50-iteration block stays ≤ ``tol`` for two blocks in a row."""
         from mbi.estimation import MirrorDescent
 
-        return MirrorDescent().estimate(domain, measurements, iters=iters, warm_start=warm)
+        return MirrorDescent().estimate(domain, measurements, iters=iters, warm_start=warm, tol=tol)
 
     # -- Synthesizer hooks -----------------------------------------------------------------------
     def _fit_matrix(
