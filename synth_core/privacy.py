@@ -155,8 +155,8 @@ def sgm_rdp(sample_rate: float, noise_multiplier: float, steps: int) -> NDArray[
     Opacus's ``compute_rdp`` (equal to it within 1e-8 relative or 1e-10 per step absolute, the
     ε they give within 1e-9 relative: tested), with the series of all orders summed as NumPy
     arrays instead of term by term in Python. Noise calibration evaluates this curve ~45 times:
-    7.6 / 15 / 39 s per calibration at q = 0.07 / 0.25 / 0.5 with Opacus's loop, now 0.7 / 1.1 /
-    2.7 s.
+    2.0 / 5.1 / 29.5 s per calibration at q = 0.07 / 0.25 / 0.5 with Opacus's loop, 0.22 / 0.51 /
+    2.5 s with this (``benchmarks/loader_and_calibration.py``, one loaded CPU core).
     """
     if steps <= 0:
         return np.zeros_like(RDP_ORDERS)
