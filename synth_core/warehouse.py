@@ -311,6 +311,18 @@ class StagedChunk:
     schema: str | None = None
 
 
+@dataclass(frozen=True)
+class _StagedParts:
+    """What a publish fills its staging table from when the rows are already in staged chunk tables
+    (moved inside the warehouse, then dropped with the swap) rather than in frames."""
+
+    chunks: list[StagedChunk]
+
+
+#: a publish's rows: frames to load, or staged chunk tables to move
+_Parts = Iterable[pd.DataFrame] | _StagedParts
+
+
 def stage_rows(
     engine: sa.engine.Engine,
     chunks: Iterable[pd.DataFrame],
@@ -390,10 +402,10 @@ def publish_table_atomically(
         raise ParameterError(f"SQLite warehouses have no schemas: publish {target!r} without target_schema")
     if (chunks is None) == (staged is None):
         raise ParameterError("publish either chunks of rows or staged chunk tables, not both or neither")
-    parts: Iterable[pd.DataFrame] | list[StagedChunk]
+    parts: _Parts
     if staged is not None:
-        parts = list(staged)
-        total = sum(c.rows for c in parts)
+        parts = _StagedParts(list(staged))
+        total = sum(c.rows for c in parts.chunks)
         if expected_rows is not None and total != expected_rows:
             raise ValidationFailedError(
                 f"table {target!r}: the staged chunks hold {total} rows but {expected_rows} were validated; "
@@ -482,17 +494,16 @@ def _check_columns(frame: pd.DataFrame, staging: sa.Table) -> None:
 def _fill(
     conn: sa.Connection,
     engine: sa.engine.Engine,
-    parts: Iterable[pd.DataFrame] | list[StagedChunk],
+    parts: _Parts,
     staging: sa.Table,
 ) -> int:
     """Fill the (created) ``staging`` table from frames or from staged chunk tables; the rows."""
-    if isinstance(parts, list) and all(isinstance(p, StagedChunk) for p in parts) and parts:
-        return _fill_from_chunks(conn, engine, parts, staging)
+    if isinstance(parts, _StagedParts):
+        return _fill_from_chunks(conn, engine, parts.chunks, staging)
     if engine.dialect.name == "postgresql":
         return _copy_frames(conn, engine, parts, staging)
     rows = 0
     for frame in parts:
-        assert isinstance(frame, pd.DataFrame)
         _check_columns(frame, staging)
         if len(frame):
             conn.execute(staging.insert(), _records(frame))
@@ -554,16 +565,15 @@ def _fill_from_chunks(
     return rows
 
 
-def _drop_chunks(conn: sa.Connection, engine: sa.engine.Engine, parts: Iterable[Any]) -> None:
-    if isinstance(parts, list):
-        for chunk in parts:
-            if isinstance(chunk, StagedChunk):
-                conn.exec_driver_sql(f"DROP TABLE {_qualifier(engine, chunk.schema)(chunk.table)}")
+def _drop_chunks(conn: sa.Connection, engine: sa.engine.Engine, parts: _Parts) -> None:
+    if isinstance(parts, _StagedParts):
+        for chunk in parts.chunks:
+            conn.exec_driver_sql(f"DROP TABLE {_qualifier(engine, chunk.schema)(chunk.table)}")
 
 
 def _publish_postgres(
     engine: sa.engine.Engine,
-    parts: Iterable[pd.DataFrame] | list[StagedChunk],
+    parts: _Parts,
     staging: sa.Table,
     target: str,
     schema: str | None,
@@ -610,7 +620,7 @@ def _publish_postgres(
 
 def _publish_transactional(
     engine: sa.engine.Engine,
-    parts: Iterable[pd.DataFrame] | list[StagedChunk],
+    parts: _Parts,
     staging: sa.Table,
     target: str,
     schema: str | None,
@@ -627,7 +637,7 @@ def _publish_transactional(
 def _fill_and_swap(
     conn: sa.Connection,
     engine: sa.engine.Engine,
-    parts: Iterable[pd.DataFrame] | list[StagedChunk],
+    parts: _Parts,
     staging: sa.Table,
     target: str,
     schema: str | None,
@@ -663,7 +673,7 @@ def _sqlite_transaction(engine: sa.engine.Engine) -> Iterator[sa.Connection]:
 
 def _publish_mysql(
     engine: sa.engine.Engine,
-    parts: Iterable[pd.DataFrame] | list[StagedChunk],
+    parts: _Parts,
     staging: sa.Table,
     target: str,
     schema: str | None,
@@ -673,7 +683,7 @@ def _publish_mysql(
     rows = 0
     staging.create(engine)
     try:
-        if isinstance(parts, list) and parts and isinstance(parts[0], StagedChunk):
+        if isinstance(parts, _StagedParts):
             with engine.begin() as conn:
                 rows = _fill(conn, engine, parts, staging)
         else:
