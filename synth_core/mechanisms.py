@@ -24,6 +24,12 @@ from scipy.stats import norm
 #: Coarse grid for DP range finding: 8 buckets per decade, from 1e-6 to 1e15 on either side of 0.
 _RANGE_STEPS_PER_DECADE = 8
 _RANGE_MIN_EXP, _RANGE_MAX_EXP = -6, 15
+#: Chance that :func:`dp_range` lets any bucket holding no row into a range (a union bound over
+#: the grid's buckets sets the threshold): a spurious bucket at 1e12 stretches the range, and the
+#: equal-width intervals over it, so far that the column's values collapse into one bin.
+RANGE_SPURIOUS_BUCKET_PROB = 1e-6
+#: Buckets whose noisy count exceeds this many σ can join a range cluster (see :func:`dp_range`).
+RANGE_WARM_SIGMAS = 2.0
 #: Integer columns whose range holds at most this many values get one exact bin per integer.
 MAX_UNIT_BINS = 256
 #: Intervals between atoms for wide or continuous ranges.
@@ -67,24 +73,67 @@ def dp_range(
 ) -> tuple[float, float]:
     """A DP (low, high) covering the bulk of ``values``, snapped to a data-independent grid.
 
-    Buckets of ``grid`` (default: a signed log grid, 8 per decade) get noisy counts; the range
-    spans the buckets whose noisy count clears ``4σ``. Returns grid edges, never data values.
+    Buckets of ``grid`` (default: a signed log grid, 8 per decade) get noisy counts (the only
+    access to the data; everything after is post-processing). Runs of buckets whose noisy count
+    exceeds :data:`RANGE_WARM_SIGMAS` σ, at most one bucket apart, are candidate clusters; a
+    cluster of ``L`` buckets enters the range when its summed noisy count clears
+    ``range_threshold_sigmas(n_buckets)·σ·sqrt(L)``, so noise alone puts a bucket holding no row
+    into the range with probability about :data:`RANGE_SPURIOUS_BUCKET_PROB`, while a thin but
+    wide tail (a point mass at 0 plus amounts spread over two decades) still enters as a whole.
+    When no cluster clears, the window (of 1, 2, 4, … buckets) with the largest noisy z-score is
+    the range. Returns grid edges, never data values.
     """
     grid = _range_grid() if grid is None else grid
     # bucket i holds (grid[i-1], grid[i]]; values below/above the grid fall into the end buckets
     idx = np.clip(np.searchsorted(grid, values, side="left"), 1, len(grid) - 1)
-    counts = np.bincount(idx, minlength=len(grid)).astype(np.int64)
+    counts = np.bincount(idx, minlength=len(grid))[1:].astype(np.int64)  # bucket i at counts[i-1]
     noisy = noisy_counts(counts, rho, rng)
     sigma = gaussian_sigma(rho)
-    hot = np.flatnonzero(noisy > 4.0 * sigma)
-    if hot.size == 0:
-        # nothing clears the noise: fall back to the bucket with the largest noisy count
-        hot = np.array([int(np.argmax(noisy))])
-    low = float(grid[max(hot.min() - 1, 0)])
-    high = float(grid[hot.max()])
+    z = range_threshold_sigmas(noisy.size)
+    kept: list[tuple[int, int]] = []
+    warm = np.flatnonzero(noisy > RANGE_WARM_SIGMAS * sigma)
+    if warm.size:
+        for run in np.split(warm, np.flatnonzero(np.diff(warm) > 2) + 1):
+            first, last = int(run[0]), int(run[-1])
+            if noisy[first : last + 1].sum() > z * sigma * math.sqrt(last - first + 1):
+                kept.append((first, last))
+    if kept:
+        first, last = kept[0][0], kept[-1][1]
+    else:
+        first, last = _max_z_window(noisy, sigma)
+    low, high = float(grid[first]), float(grid[last + 1])
     if low >= high:
         high = low + 1.0
     return low, high
+
+
+def _max_z_window(noisy: NDArray[np.float64], sigma: float) -> tuple[int, int]:
+    """First and last bucket of the window of 1, 2, 4, … consecutive buckets whose summed noisy
+    count is the most standard deviations above 0 (too few rows for any single cluster to clear
+    the threshold: the bulk still shows as the largest sum relative to its noise)."""
+    cumulative = np.concatenate([[0.0], np.cumsum(noisy)])
+    best = (-math.inf, 0, 0)
+    width = 1
+    while width <= noisy.size:
+        scores = (cumulative[width:] - cumulative[:-width]) / (sigma * math.sqrt(width))
+        start = int(np.argmax(scores))
+        if scores[start] > best[0]:
+            best = (float(scores[start]), start, start + width - 1)
+        width *= 2
+    return best[1], best[2]
+
+
+def range_threshold_sigmas(n_buckets: int) -> float:
+    """Noise standard deviations (scaled by sqrt of a cluster's length) a cluster's summed noisy
+    count must clear to enter a DP range: the one-sided Gaussian quantile at
+    ``RANGE_SPURIOUS_BUCKET_PROB / n_buckets`` (at least 4; 5.8 for the default grid's 338 buckets).
+
+    A lone bucket that clears 4σ on noise (probability 3.2e-5 each, about 1 % per column over the
+    default grid, 14 % per fit of Credit Default's 14 columns without public bounds) used to
+    enter the range: such a fit stretched a bill-amount column to a far grid bucket and sampled
+    values tens of standard deviations away (benchmark Wasserstein ratio 80,887).
+    """
+    return max(4.0, float(norm.isf(RANGE_SPURIOUS_BUCKET_PROB / max(int(n_buckets), 1))))
 
 
 @dataclass(frozen=True)
