@@ -302,6 +302,25 @@ def _torch_threads() -> int:
     return int(torch.get_num_threads())
 
 
+def _code_version() -> str | None:
+    """The checkout's commit, with ``+dirty`` when tracked files differ from it (the installed
+    package is built from the checkout, so this names the code a row measured)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def run_isolated(
     generator: str,
     dataset: str,
@@ -315,7 +334,7 @@ def run_isolated(
     row: dict[str, Any] = {
         "generator": generator, "dataset": dataset, "epsilon": epsilon, "delta": delta, "params": params,
         "time_limit_s": time_limit_s, "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "code": _code_version(),
     }  # fmt: skip
     args = [sys.executable, __file__, "--one", json.dumps([generator, dataset, epsilon, delta, params])]
     args += ["--threads", str(threads)]
@@ -420,8 +439,11 @@ def render_table(results: Path = RESULTS, readme: Path = README) -> str:
         for key in sorted(k for k in latest if k[1] == dataset):
             r = latest[key]
             cells = " | ".join(_num(r, k, f) for _, k, f in COLUMNS)
+            status = r["status"]
+            if status == "timeout":  # the limit differs between runs, so the row says which
+                status = f"timeout ({float(r.get('time_limit_s') or 0):.0f} s)"
             lines.append(
-                f"| {r['generator']} | {r['epsilon']:g} | {r['status']} | {cells} "
+                f"| {r['generator']} | {r['epsilon']:g} | {status} | {cells} "
                 f"| {r.get('torch_threads') or '—'} | {_load(r)} |"
             )
         lines.append("")
