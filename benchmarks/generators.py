@@ -303,8 +303,9 @@ def _torch_threads() -> int:
 
 
 def _code_version() -> str | None:
-    """The checkout's commit, with ``+dirty`` when tracked files differ from it (the installed
-    package is built from the checkout, so this names the code a row measured)."""
+    """The checkout's commit, with ``+dirty`` when tracked code differs from it (the installed
+    package is built from the checkout, so this names the code a row measured). The results
+    file and the README this harness writes itself do not count."""
     try:
         head = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
@@ -313,7 +314,8 @@ def _code_version() -> str | None:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--", ".",
+             ":(exclude)benchmarks/results", ":(exclude)benchmarks/README.md"],
             capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
