@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from synth_core.errors import ParameterError
-from synth_core.generators.aim import AIMSynthesizer
+from synth_core.generators.aim import AIMSynthesizer, compile_workload
 from synth_core.generators.auto import AutoSynthesizer, choose_generator
 from synth_core.generators.base import Synthesizer
 from synth_core.generators.marginal import INSTALL_HINT, MissingExtraError, group_bins
@@ -64,6 +64,9 @@ def test_epsilon_meets_the_target_and_composes_preprocessing(fitted: Synthesizer
     own = [n for n in names if n.startswith(f"{fitted.name}:")]
     assert own and own[0] == f"{fitted.name}:oneway" and f"{fitted.name}:select" in own
     assert fitted.training_["rho"] > 0
+    if fitted.name == "aim":  # the spec's target is weighted in the workload and its picks reported
+        assert fitted.training_["target"] == "income"
+        assert 0 <= fitted.training_["target_picks"] <= fitted.training_["rounds"]
 
 
 @needs_mbi
@@ -142,11 +145,30 @@ def test_aim_rounds_estimate_to_convergence(
 
 @pytest.mark.parametrize(
     "bad",
-    [{"round_tol": -1.0}, {"round_tol": float("nan")}, {"round_iters": 0}, {"max_rounds": 0}, {"degree": 4}],
+    [
+        {"round_tol": -1.0},
+        {"round_tol": float("nan")},
+        {"round_iters": 0},
+        {"max_rounds": 0},
+        {"degree": 4},
+        {"target_weight": 0.5},
+        {"target_weight": float("inf")},
+        {"target_weight": True},
+    ],
 )
 def test_aim_rejects_bad_parameters(bad: dict[str, Any]) -> None:
     with pytest.raises(ParameterError, match=next(iter(bad))):
         AIMSynthesizer(**bad)
+
+
+def test_aim_workload_weighs_the_declared_target() -> None:
+    workload = [("age", "income"), ("age", "sex"), ("income", "sex")]
+    uniform = compile_workload(workload)
+    weighted = compile_workload(workload, target="income", target_weight=2.0)
+    assert set(weighted) == set(uniform)
+    for clique, weight in weighted.items():
+        assert weight == (2.0 if "income" in clique else 1.0) * uniform[clique]
+    assert compile_workload(workload, target=None, target_weight=2.0) == uniform
 
 
 def test_missing_mbi_names_the_extra(

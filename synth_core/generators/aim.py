@@ -21,6 +21,15 @@ new measurement look useless, so σ is halved early, the budget is spent in a ha
 and the same marginal gets picked again. On a CPU a round's cost is mostly JAX compiling the new
 model structure (seconds), not the iterations (milliseconds each).
 
+A declared target (``TableSpec.target``) weighs more: candidates that contain it get
+``target_weight`` (2) times their workload weight. A round cap well below the column count leaves
+some columns unconnected, and AIM spends its rounds where the model is most wrong, which on a
+table of strongly correlated amounts is the amounts: on Credit Default (24 columns, 20 rounds)
+at ε = 1 and 3 the uniform workload never picked the target and the synthetic table carried no
+signal for it (train-synthetic-test-real AUC 0.51 and 0.50); weight 2 picked one target marginal
+and gave AUC 0.73 at the same k-marginal score (686 vs 689). The weights are public (the spec), so
+selection stays an exponential mechanism with sensitivity ``max weight``.
+
 Runtime knobs for small machines: ``max_rounds`` (a hard cap on selection rounds: the cap's
 round spends the remaining budget at once) and ``max_model_size`` (MB of junction-tree tables).
 Upstream's defaults (80 MB, no cap) take hours on a table like Adult on 2 CPU cores; the
@@ -56,11 +65,14 @@ def _downward_closure(cliques: list[tuple[str, ...]]) -> set[tuple[str, ...]]:
     return out
 
 
-def compile_workload(workload: list[tuple[str, ...]]) -> dict[tuple[str, ...], float]:
-    """Candidates: the workload's downward closure, each weighted by its overlap with the workload."""
+def compile_workload(
+    workload: list[tuple[str, ...]], *, target: str | None = None, target_weight: float = 1.0
+) -> dict[tuple[str, ...], float]:
+    """Candidates: the workload's downward closure, each weighted by its overlap with the workload,
+    and ``target_weight`` times that when it contains ``target``."""
     sets = [set(w) for w in workload]
     return {
-        cl: float(sum(len(set(cl) & w) for w in sets))
+        cl: float(sum(len(set(cl) & w) for w in sets)) * (target_weight if target in cl else 1.0)
         for cl in sorted(_downward_closure(workload), key=lambda c: (len(c), c))
     }
 
@@ -88,6 +100,8 @@ class AIMSynthesizer(MarginalSynthesizer):
         round_tol: a round's estimation stops early once the relative loss improvement over a
             50-iteration block stays at or below this for two blocks (``None``: run them all).
         iters: mirror-descent iterations of the final estimation.
+        target_weight: multiplies the workload weight of candidates that contain the spec's
+            ``target`` column (1: upstream's uniform workload; ignored without a target).
     """
 
     name = "aim"
@@ -104,6 +118,7 @@ class AIMSynthesizer(MarginalSynthesizer):
         round_iters: int = 1000,
         round_tol: float | None = 1e-3,
         iters: int = 1000,
+        target_weight: float = 2.0,
     ) -> None:
         super().__init__(
             max_bins=max_bins,
@@ -115,6 +130,7 @@ class AIMSynthesizer(MarginalSynthesizer):
             round_iters=round_iters,
             round_tol=round_tol,
             iters=iters,
+            target_weight=target_weight,
         )
         if degree not in (2, 3):
             raise ParameterError(f"degree must be 2 or 3, got {degree!r}")
@@ -126,6 +142,10 @@ class AIMSynthesizer(MarginalSynthesizer):
                 raise ParameterError(f"{label} must be an integer >= 1 or None, got {opt!r}")
         if round_tol is not None and not (float(round_tol) >= 0):
             raise ParameterError(f"round_tol must be >= 0 or None, got {round_tol!r}")
+        if isinstance(target_weight, bool) or not (
+            float(target_weight) >= 1.0 and math.isfinite(target_weight)
+        ):
+            raise ParameterError(f"target_weight must be a finite number >= 1, got {target_weight!r}")
         if not (float(max_model_size) > 0):
             raise ParameterError(f"max_model_size must be > 0 (MB), got {max_model_size!r}")
 
@@ -164,7 +184,14 @@ class AIMSynthesizer(MarginalSynthesizer):
         workload = [
             cl for cl in itertools.combinations(names, degree) if data.size(cl) <= int(p["max_cells"])
         ]
-        candidates = compile_workload(workload) if workload else {(n,): 1.0 for n in names}
+        assert self.transformer_ is not None
+        target = self.transformer_.spec.target if self.transformer_.spec.target in names else None
+        weight = float(p["target_weight"])
+        candidates = (
+            compile_workload(workload, target=target, target_weight=weight)
+            if workload
+            else {(n,): 1.0 for n in names}
+        )
         round_tol = None if p["round_tol"] is None else float(p["round_tol"])
         model = self._estimate(mbi, domain, measurements, int(p["round_iters"]), tol=round_tol)
 
@@ -216,6 +243,8 @@ class AIMSynthesizer(MarginalSynthesizer):
             "nominal_rounds": rounds,
             "sigma_halvings": sigma_halvings,
             "selected": selected,
+            "target": target,
+            "target_picks": sum(target in cl for cl in selected) if target is not None else 0,
             "round_seconds": time.perf_counter() - started,
         }
 
