@@ -303,9 +303,13 @@ def _torch_threads() -> int:
 
 
 def _code_version() -> str | None:
-    """The checkout's commit, with ``+dirty`` when tracked code differs from it (the installed
-    package is built from the checkout, so this names the code a row measured). The results
-    file and the README this harness writes itself do not count."""
+    """The code a row measures: the checkout's commit, ``+dirty`` when tracked code differs from
+    it (the results file and README this harness writes do not count), and ``+stale-install``
+    when the installed ``synth_core`` the runs import is not the checkout's (``make install``
+    builds it from the checkout, but only when run)."""
+    import filecmp
+    import importlib.util
+
     try:
         head = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
@@ -314,13 +318,34 @@ def _code_version() -> str | None:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "--", ".",
-             ":(exclude)benchmarks/results", ":(exclude)benchmarks/README.md"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
+            [
+                "git",
+                "-C",
+                str(REPO),
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                ".",
+                ":(exclude)benchmarks/results",
+                ":(exclude)benchmarks/README.md",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
+        return None  # fmt: skip
+    version = head + ("+dirty" if dirty else "")
+    found = importlib.util.find_spec("synth_core")
+    installed = Path(found.origin).parent if found is not None and found.origin else None
+    checkout = REPO / "synth_core"
+    if installed is not None and installed.resolve() != checkout.resolve():
+        sources = sorted(p.relative_to(checkout) for p in checkout.rglob("*.py"))
+        _, mismatch, errors = filecmp.cmpfiles(checkout, installed, [str(p) for p in sources], shallow=False)
+        if mismatch or errors:
+            version += "+stale-install"
+    return version
 
 
 def run_isolated(
