@@ -418,7 +418,8 @@ COLUMNS: list[tuple[str, str, str]] = [
 
 def _side_by_side(rows: list[dict[str, Any]]) -> list[str]:
     """Ours vs SmartNoise for the same method, dataset and ε within one ``run_id`` (the acceptance
-    comparison is measured in the same benchmark run, so rows of different runs are not paired)."""
+    comparison is measured in the same benchmark run, so rows of different runs are not paired);
+    of several such runs, the latest."""
     by_key = {(r.get("run_id"), r["generator"], r["dataset"], float(r["epsilon"])): r for r in rows}
     lines = [
         "| method | dataset | ε | run | k3 ours | k3 SmartNoise (midpoints) | AUC ours | AUC SmartNoise "
@@ -436,9 +437,17 @@ def _side_by_side(rows: list[dict[str, Any]]) -> list[str]:
         for key, ours in by_key.items()
         if key[0] is not None and not key[1].startswith("smartnoise-")
     ]
+    # the latest run per method, dataset and ε (earlier runs measured earlier code; the results
+    # file keeps them, with the code each measured)
+    latest: dict[tuple[str, str, float], tuple[Any, ...]] = {}
+    for key, ours, theirs in pairs:
+        if theirs is None:
+            continue
+        slot = (key[1], key[2], key[3])
+        if slot not in latest or ours["started_at"] > latest[slot][1]["started_at"]:
+            latest[slot] = (key, ours, theirs)
     for (run_id, gen, dataset, eps), ours, theirs in sorted(
-        ((k, o, t) for k, o, t in pairs if t is not None),
-        key=lambda p: (p[0][2], p[0][1], p[0][3], str(p[0][0])),
+        latest.values(), key=lambda p: (p[0][2], p[0][1], p[0][3])
     ):
         assert theirs is not None
         k3_theirs = cell(theirs, "k3_score", ".0f")
