@@ -469,9 +469,11 @@ def render_table(results: Path = RESULTS, readme: Path = README) -> str:
     for dataset in sorted({key[1] for key in latest}):
         lines += [f"### {dataset}", ""]
         lines.append(
-            "| generator | ε | status | " + " | ".join(h for h, _, _ in COLUMNS) + " | threads | load |"
+            "| generator | ε | status | "
+            + " | ".join(h for h, _, _ in COLUMNS)
+            + " | threads | load | run | code |"
         )
-        lines.append("|---" * (len(COLUMNS) + 5) + "|")
+        lines.append("|---" * (len(COLUMNS) + 7) + "|")
         for key in sorted(k for k in latest if k[1] == dataset):
             r = latest[key]
             cells = " | ".join(_num(r, k, f) for _, k, f in COLUMNS)
@@ -480,7 +482,10 @@ def render_table(results: Path = RESULTS, readme: Path = README) -> str:
                 status = f"timeout ({float(r.get('time_limit_s') or 0):.0f} s)"
             lines.append(
                 f"| {r['generator']} | {r['epsilon']:g} | {status} | {cells} "
-                f"| {r.get('torch_threads') or '—'} | {_load(r)} |"
+                f"| {r.get('torch_threads') or '—'} | {_load(r)} "
+                # which invocation and commit measured the row: cells of one table may come from
+                # different runs (the latest of each), and older runs measured older code
+                f"| {r.get('run_id') or '—'} | {r.get('code') or '—'} |"
             )
         lines.append("")
     all_rows = (
