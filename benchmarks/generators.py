@@ -335,7 +335,7 @@ def _code_version() -> str | None:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return None  # fmt: skip
+        return None
     version = head + ("+dirty" if dirty else "")
     found = importlib.util.find_spec("synth_core")
     installed = Path(found.origin).parent if found is not None and found.origin else None
@@ -401,6 +401,13 @@ def _latest_rows(results: Path) -> dict[tuple[str, str, float], dict[str, Any]]:
     return latest
 
 
+def _status(row: dict[str, Any]) -> str:
+    """A row's status; a timeout says the run's limit (limits differ between runs)."""
+    if row.get("status") == "timeout":
+        return f"timeout ({float(row.get('time_limit_s') or 0):.0f} s limit)"
+    return str(row.get("status"))
+
+
 def _num(row: dict[str, Any], key: str, fmt: str) -> str:
     value = row.get(key)
     return "—" if value is None else format(value, fmt)
@@ -428,9 +435,7 @@ def _side_by_side(rows: list[dict[str, Any]]) -> list[str]:
     ]
 
     def cell(row: dict[str, Any], key: str, fmt: str) -> str:
-        if row.get("status") != "ok":
-            return f"{row.get('status')} ({float(row.get('time_limit_s') or 0):.0f} s limit)"
-        return _num(row, key, fmt)
+        return _status(row) if row.get("status") != "ok" else _num(row, key, fmt)
 
     pairs = [
         (key, ours, by_key.get((key[0], f"smartnoise-{key[1]}", key[2], key[3])))
@@ -477,11 +482,8 @@ def render_table(results: Path = RESULTS, readme: Path = README) -> str:
         for key in sorted(k for k in latest if k[1] == dataset):
             r = latest[key]
             cells = " | ".join(_num(r, k, f) for _, k, f in COLUMNS)
-            status = r["status"]
-            if status == "timeout":  # the limit differs between runs, so the row says which
-                status = f"timeout ({float(r.get('time_limit_s') or 0):.0f} s)"
             lines.append(
-                f"| {r['generator']} | {r['epsilon']:g} | {status} | {cells} "
+                f"| {r['generator']} | {r['epsilon']:g} | {_status(r)} | {cells} "
                 f"| {r.get('torch_threads') or '—'} | {_load(r)} "
                 # which invocation and commit measured the row: cells of one table may come from
                 # different runs (the latest of each), and older runs measured older code
