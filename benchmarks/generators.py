@@ -62,9 +62,28 @@ def _adult() -> tuple[Any, Any, Any]:
     return load_adult_frame(data / "adult.data.gz"), load_adult_frame(data / "adult.test.gz"), spec
 
 
-def _shared_datasets() -> Path:
-    """``../shared/datasets`` beside the checkout (``DPSYNTH_DATASETS`` overrides)."""
-    return Path(os.environ.get("DPSYNTH_DATASETS") or REPO.parent / "shared" / "datasets")
+#: the one setting that says where the benchmark data sets live (Adult ships in ``data/adult``)
+DATASETS_SETTING = "DPSYNTH_DATASETS"
+
+
+class BenchmarkDatasetMissing(RuntimeError):
+    """A benchmark data set's file is not where ``DPSYNTH_DATASETS`` says the data sets are."""
+
+
+def _benchmark_file(folder: str, file: str) -> Path:
+    """``<data sets root>/<folder>/<file>``; the root is ``$DPSYNTH_DATASETS``, by default
+    ``../shared/datasets`` beside the checkout. A missing file raises :class:`BenchmarkDatasetMissing`
+    naming the setting (the tests point it at the vendored samples in ``data/benchmark_samples``)."""
+    setting = os.environ.get(DATASETS_SETTING)
+    root = Path(setting) if setting else REPO.parent / "shared" / "datasets"
+    path = root / folder / file
+    if not path.is_file():
+        where = f"{DATASETS_SETTING}={setting}" if setting else f"{DATASETS_SETTING} unset, so {root}"
+        raise BenchmarkDatasetMissing(
+            f"benchmark data set {folder!r}: {path} does not exist ({where}); set {DATASETS_SETTING} "
+            f"to the folder that holds {folder}/{file}"
+        )
+    return path
 
 
 def _split(frame: Any, spec: Any, test_share: float = 0.2, seed: int = 0) -> tuple[Any, Any, Any]:
@@ -89,9 +108,7 @@ def _bank_marketing() -> tuple[Any, Any, Any]:
     from synth_core.spec import TableSpec
 
     spec = TableSpec.from_yaml(SPECS / "bank_marketing.yaml")
-    frame = pd.read_csv(
-        _shared_datasets() / "bank_marketing" / "bank-full.csv", sep=";", keep_default_na=False
-    )
+    frame = pd.read_csv(_benchmark_file("bank_marketing", "bank-full.csv"), sep=";", keep_default_na=False)
     return _split(frame, spec)
 
 
@@ -101,7 +118,7 @@ def _credit_default() -> tuple[Any, Any, Any]:
     from synth_core.spec import TableSpec
 
     spec = TableSpec.from_yaml(SPECS / "credit_default.yaml")
-    frame = pd.read_csv(_shared_datasets() / "credit_default" / "UCI_Credit_Card.csv")
+    frame = pd.read_csv(_benchmark_file("credit_default", "UCI_Credit_Card.csv"))
     frame = frame.rename(columns={"default.payment.next.month": "default_next_month"})
     frame["default_next_month"] = frame["default_next_month"].map({0: "no", 1: "yes"})
     for name in ("SEX", "EDUCATION", "MARRIAGE"):  # codes, declared categorical in the spec
@@ -115,7 +132,7 @@ def _california_housing() -> tuple[Any, Any, Any]:
     from synth_core.spec import TableSpec
 
     spec = TableSpec.from_yaml(SPECS / "california_housing.yaml")
-    frame = pd.read_csv(_shared_datasets() / "california_housing" / "housing.csv")
+    frame = pd.read_csv(_benchmark_file("california_housing", "housing.csv"))
     return _split(frame, spec)
 
 
