@@ -1,11 +1,12 @@
-# Two entry points: `make demo` (fresh venv, install, seed, run the example DAG) and `make test`.
+# Two entry points: `make demo` (fresh venv, install, seed, run the example DAG) and `make test`
+# (Chromium for the browser test, install, then every check CI runs).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 CONSTRAINTS := constraints/constraints-3.11.txt
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test lint typecheck pytest install install-test clean bench-smartnoise-venv
+.PHONY: demo test lint typecheck pytest install install-test chromium clean bench-smartnoise-venv
 
 # The stack (torch first, then everything under the tested constraints) is installed once per
 # change of pyproject.toml or the constraints; the project itself is reinstalled on every run
@@ -31,10 +32,26 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# tests/test_report_browser.py opens the release report in Debian's Chromium: installed here when it
+# is missing and make runs as root, else make stops with the command to run, before anything else
+# (CHROMIUM and RUN_AS_UID are variables only so a test can take both branches; leave them be).
+CHROMIUM := /usr/bin/chromium
+RUN_AS_UID := $(shell id -u)
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$(RUN_AS_UID)" = 0 ]; then \
+	    echo "make: installing Debian's chromium ($(CHROMIUM)) for tests/test_report_browser.py"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null && test -x $(CHROMIUM); \
+	  else \
+	    echo "make: $(CHROMIUM) is missing (tests/test_report_browser.py needs it): run 'sudo apt-get install -y chromium', then make again" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+pytest: chromium install
 	$(BIN)/pytest
 
-test: install
+test: chromium install
 	$(BIN)/pip check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
