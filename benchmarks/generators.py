@@ -78,7 +78,11 @@ def _benchmark_file(folder: str, file: str) -> Path:
     root = Path(setting) if setting else REPO.parent / "shared" / "datasets"
     path = root / folder / file
     if not path.is_file():
-        where = f"{DATASETS_SETTING}={setting}" if setting else f"{DATASETS_SETTING} unset, so {root}"
+        where = (
+            f"{DATASETS_SETTING}={setting}"
+            if setting
+            else f"{DATASETS_SETTING} is unset; its default is ../shared/datasets beside the checkout"
+        )
         raise BenchmarkDatasetMissing(
             f"benchmark data set {folder!r}: {path} does not exist ({where}); set {DATASETS_SETTING} "
             f"to the folder that holds {folder}/{file}"
