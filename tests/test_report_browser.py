@@ -11,7 +11,8 @@ an error (a Content-Security-Policy violation or a broken resource would be) and
 left the file, and saves a full-page screenshot to ``test-artifacts/report.png``. A control page
 that throws proves the error listeners work.
 
-The test needs Chromium (Debian: ``apt-get install -y chromium``); it fails, not skips, without it.
+The test needs Debian's Chromium at ``/usr/bin/chromium``; it fails, not skips, without it.
+``make test`` installs it first (as root; otherwise it stops and says the command to run).
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def chromium() -> Path:
     if not CHROMIUM.exists():
         pytest.fail(
             f"headless Chromium is required by this test and {CHROMIUM} is missing. Install it with: "
-            f"{INSTALL}  (as root; the Debian package 'chromium')",
+            f"{INSTALL}  (as root; the Debian package 'chromium'; `make test` does this when root)",
             pytrace=False,
         )
     return CHROMIUM
