@@ -12,6 +12,12 @@ Errors are classified so that the provider can decide whether a retry makes sens
 * a missing object → :class:`FileNotFoundError`;
 * a missing bucket, denied access, bad credentials or a malformed request →
   :class:`~synth_core.errors.ParameterError` naming the bucket (never a credential).
+
+URIs are taken literally: everything after ``s3://bucket/`` (or ``file://``) is the key or path,
+never URL-decoded, and ``?``, ``#`` and ``%`` are ordinary characters of it (so a name holding
+``%2e%2e%2f`` or ``?`` cannot climb out of a folder or cut two keys to one). :func:`join_uri` refuses
+``.``/``..`` segments, and so does every operation; a store made with ``root`` refuses any URI not
+under it, checking local paths after resolving symlinks.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
-from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
+from synth_core.boundary import check_key_part, describe
 from synth_core.errors import DPSynthError, ParameterError
 
 if TYPE_CHECKING:
@@ -134,35 +141,103 @@ class S3Options:
 
 
 def join_uri(base: str, *parts: str) -> str:
-    """``join_uri("s3://b/p", "x", "y.parquet")`` → ``"s3://b/p/x/y.parquet"``."""
+    """``join_uri("s3://b/p", "x", "y.parquet")`` → ``"s3://b/p/x/y.parquet"``.
+
+    Each part is one or more key segments (:func:`~synth_core.boundary.check_key_part`): a ``.`` or
+    ``..`` segment, a backslash or a control character is refused, so the result lies under
+    ``base``.
+    """
     out = base.rstrip("/")
     for p in parts:
-        out += "/" + p.strip("/")
+        out += "/" + check_key_part(p).strip("/")
     return out
+
+
+def split_uri(uri: str) -> tuple[str, str, str]:
+    """``(scheme, bucket, key)`` of an ``s3://`` URI, or ``("file", "", path)`` of a ``file://`` URI
+    or a plain path, taken literally: no ``?``/``#`` parsing, no percent-decoding.
+
+    Raises:
+        ParameterError: another scheme, an S3 URI without a bucket, a ``file://`` URI naming a
+            host, or a ``..`` segment or NUL character in the key or path.
+    """
+    if not isinstance(uri, str) or not uri:
+        raise ParameterError(f"an object URI must be non-empty text, got {describe(uri)}")
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        scheme, rest = "", uri
+    scheme = scheme.lower()
+    if scheme == "s3":
+        bucket, _, key = rest.partition("/")
+        if not bucket:
+            raise ParameterError(f"S3 URI without a bucket: {describe(uri)}")
+        _check_segments(key, uri)
+        return "s3", bucket, key
+    if scheme == "file":
+        host, slash, path = rest.partition("/")
+        if host not in ("", "localhost"):
+            raise ParameterError(f"a file:// URI names a host ({describe(host)}): use file:///absolute/path")
+        _check_segments(slash + path, uri)
+        return "file", "", slash + path
+    if scheme == "":
+        _check_segments(uri, uri)
+        return "file", "", uri
+    raise ParameterError(
+        f"unsupported object store URI scheme {describe(scheme)} in {describe(uri)} (use file:// or s3://)"
+    )
+
+
+def _check_segments(key: str, uri: str) -> None:
+    if "\x00" in key or ".." in key.split("/"):
+        raise ParameterError(f"object URI {describe(uri)} has a '..' segment or a NUL character")
 
 
 def lineage_dataset_for_uri(uri: str) -> tuple[str, str]:
     """OpenLineage ``(namespace, name)`` of an object: ``s3://bucket`` + key, or ``file`` + path."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "s3":
-        return f"s3://{parsed.netloc}", parsed.path.lstrip("/")
-    return "file", parsed.path
+    scheme, bucket, key = split_uri(uri)
+    if scheme == "s3":
+        return f"s3://{bucket}", key
+    return "file", key
 
 
 def local_path(uri: str) -> Path:
-    """The filesystem path of a ``file://`` URI (or a plain path)."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return Path(unquote(parsed.path if parsed.scheme else uri))
-    raise ParameterError(f"not a local URI: {uri!r}")
+    """The filesystem path of a ``file://`` URI (or a plain path), taken literally (no decoding)."""
+    scheme, _, path = split_uri(uri)
+    if scheme != "file":
+        raise ParameterError(f"not a local URI: {describe(uri)}")
+    return Path(path)
+
+
+def file_uri(path: str | os.PathLike[str]) -> str:
+    """The ``file://`` URI of an absolute path, literally (``file://`` + the path, no
+    percent-encoding: :func:`local_path` reads it back unchanged)."""
+    text = os.fspath(path)
+    if not os.path.isabs(text):
+        raise ParameterError(f"file URIs need an absolute path, got {describe(text)}")
+    return "file://" + text
 
 
 def as_uri(path_or_uri: str | os.PathLike[str]) -> str:
-    """A plain path becomes a ``file://`` URI; URIs pass through."""
+    """A plain path becomes a ``file://`` URI (absolute, symlinks resolved); URIs pass through."""
     text = os.fspath(path_or_uri)
-    if urlparse(text).scheme in ("file", "s3"):
+    if text.partition("://")[0].lower() in ("file", "s3") and "://" in text:
         return text
-    return Path(text).resolve().as_uri()
+    return file_uri(Path(text).resolve())
+
+
+def is_under(uri: str, root: str) -> bool:
+    """Whether ``uri`` lies under ``root`` (or is it): the same S3 bucket with the root's key as a
+    folder prefix, or a local path inside the root folder once both are resolved (symlinks
+    included, so a link inside the root pointing outside is not under it)."""
+    scheme, bucket, key = split_uri(uri)
+    r_scheme, r_bucket, r_key = split_uri(root)
+    if scheme != r_scheme or bucket != r_bucket:
+        return False
+    if scheme == "s3":
+        prefix = r_key.strip("/")
+        return not prefix or key == prefix or key.startswith(prefix + "/")
+    real = Path(os.path.realpath(key))
+    return real.is_relative_to(Path(os.path.realpath(r_key)))
 
 
 def _remove_quietly(path: str | os.PathLike[str]) -> None:
@@ -271,6 +346,9 @@ class ObjectStore:
             need more than 10,000 parts).
         spool_bytes: S3 reads of Parquet objects up to this size stay in memory; bigger ones are
             streamed to a local temporary file first.
+        root: when given, every URI this store reads, writes, lists or deletes must lie under it
+            (:func:`is_under`: local paths checked after resolving symlinks); others are refused
+            with :class:`~synth_core.errors.ParameterError`.
     """
 
     def __init__(
@@ -280,7 +358,11 @@ class ObjectStore:
         multipart_threshold: int = 32 * MiB,
         multipart_chunksize: int = 16 * MiB,
         spool_bytes: int = 64 * MiB,
+        root: str | None = None,
     ) -> None:
+        if root is not None:
+            split_uri(root)
+        self.root = root
         self.s3 = s3 or S3Options()
         self.multipart_threshold = multipart_threshold
         self.multipart_chunksize = multipart_chunksize
@@ -307,18 +389,12 @@ class ObjectStore:
             use_threads=True,
         )
 
-    @staticmethod
-    def _split(uri: str) -> tuple[str, str, str]:
-        parsed = urlparse(uri)
-        if parsed.scheme == "s3":
-            if not parsed.netloc:
-                raise ParameterError(f"S3 URI without a bucket: {uri!r}")
-            return "s3", parsed.netloc, parsed.path.lstrip("/")
-        if parsed.scheme in ("file", ""):
-            return "file", "", str(local_path(uri))
-        raise ParameterError(
-            f"unsupported object store URI scheme {parsed.scheme!r} in {uri!r} (use file:// or s3://)"
-        )
+    def _split(self, uri: str) -> tuple[str, str, str]:
+        """:func:`split_uri`, after checking that ``uri`` lies under the store's root (if any)."""
+        parts = split_uri(uri)
+        if self.root is not None and not is_under(uri, self.root):
+            raise ParameterError(f"object {describe(uri, 200)} is outside the object store root {self.root}")
+        return parts
 
     # -- S3 error classification ---------------------------------------------------------------
     def _call(self, op: str, uri: str, fn: Callable[[], T]) -> T:
@@ -338,7 +414,7 @@ class ObjectStore:
         import urllib3.exceptions
         from botocore import exceptions as bce
 
-        _, bucket, _ = self._split(uri)
+        _, bucket, _ = split_uri(uri)
         where = self.s3.endpoint_label()
         # s3transfer wraps the real error (S3UploadFailedError from a ClientError, or
         # RetriesExceededError with .last_exception): look through the chain.
@@ -458,7 +534,11 @@ class ObjectStore:
         if not root.exists():
             return []
         return sorted(
-            p.resolve().as_uri() for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+            file_uri(os.path.abspath(p))
+            for p in root.rglob("*")
+            if p.is_file()
+            and not p.name.startswith(".")
+            and (self.root is None or is_under(str(p), self.root))
         )
 
     def _s3_keys(self, bucket: str, prefix: str, uri: str) -> builtins.list[str]:
@@ -586,7 +666,7 @@ class ObjectStore:
                     ),
                 )
             )
-        return Path(key).resolve().as_uri()
+        return as_uri(key)
 
     # -- local files <-> objects ---------------------------------------------------------------
     @staticmethod

@@ -176,7 +176,7 @@ def test_delete_prefix_refuses_a_whole_bucket_or_root(s3_bucket: S3Bucket) -> No
     store = ObjectStore(s3_bucket.options)
     store.put_bytes(join_uri(s3_bucket.uri, "keep.txt"), b"k")
     for prefix in (s3_bucket.uri, s3_bucket.uri + "/", "file:///", "/", "", "relative/dir"):
-        with pytest.raises(ParameterError, match="refusing"):
+        with pytest.raises(ParameterError, match="refusing|non-empty"):
             store.delete_prefix(prefix)
     assert store.exists(join_uri(s3_bucket.uri, "keep.txt"))
 
