@@ -155,7 +155,8 @@ _REFUSED_FUNCTIONS = frozenset(
 
 
 def check_source_query(sql: Any, dialect: str) -> str:
-    """``sql`` if it is exactly one read-only ``SELECT`` (set operations and CTEs included).
+    """``sql`` (without trailing ``;``) if it is exactly one read-only ``SELECT`` (set operations
+    and CTEs included).
 
     Parsed with sqlglot in the warehouse's dialect. Refused: anything but one statement (stacked
     statements such as ``…; COMMIT; DROP TABLE other; --``), DDL/DML anywhere in the tree (also in a
@@ -215,7 +216,7 @@ def check_source_query(sql: Any, dialect: str) -> str:
             name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
             if name in _REFUSED_FUNCTIONS:
                 raise ParameterError(f"source_query calls {name}(), which has side effects and is refused")
-    return sql
+    return sql.strip().rstrip(";").rstrip()
 
 
 # -- URLs and secrets ------------------------------------------------------------------------------

@@ -5,6 +5,11 @@ The source table's catalog (names, SQL types, nullability) is checked against th
 dtypes fixed by the spec and the catalog (never by the data, so the schema leaks nothing).
 Publishing writes a staging table and swaps it into place in one transaction, so readers see the
 previous table or the new one, never a partial one.
+
+Names and SQL are checked here too, whoever calls (:mod:`synth_core.boundary`): table, schema and
+target names obey the identifier rule before any statement runs; a ``source_query`` must be one
+read-only ``SELECT`` and is run in a read-only transaction (:func:`read_only_connection`); a value
+the driver cannot convert is reported by column, never by value, as a non-retryable error.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from synth_core.boundary import check_identifier, check_source_query, check_table_name
 from synth_core.errors import ParameterError, SourceTableError, SpecError, ValidationFailedError
 from synth_core.spec import ColumnKind, ColumnSpec, TableSpec, sql_type_allows
 
@@ -36,9 +42,19 @@ def split_table_name(name: str, schema: str | None = None) -> tuple[str | None, 
     return schema, name
 
 
+def checked_table_name(table: str, schema: str | None = None, what: str = "table") -> tuple[str | None, str]:
+    """:func:`split_table_name` after checking every part against the identifier rule
+    (:func:`~synth_core.boundary.check_identifier`); :class:`ParameterError` naming ``what``."""
+    check_table_name(table, what)
+    schema, name = split_table_name(table, schema)
+    if schema is not None:
+        check_identifier(schema, f"schema of {what}")
+    return schema, name
+
+
 def reflect_table(engine: sa.engine.Engine, table: str, *, schema: str | None = None) -> sa.Table:
     """The catalog entry of ``table``; :class:`SourceTableError` naming it when it does not exist."""
-    schema, name = split_table_name(table, schema)
+    schema, name = checked_table_name(table, schema)
     if not sa.inspect(engine).has_table(name, schema=schema):
         where = f"{schema}.{name}" if schema else name
         raise SourceTableError(
@@ -150,18 +166,23 @@ def iter_table_chunks(
     """Check the catalog, then stream the table as DataFrames of at most ``chunk_rows`` rows.
 
     With ``query`` (a SQL ``SELECT``), its result set is read instead of the table ``spec.name``;
-    its column types come from the catalog through a temporary view where the warehouse has them
-    (PostgreSQL, SQLite), else from the spec's kinds.
+    its column types come from the catalog where the warehouse says them (PostgreSQL: result type
+    OIDs; SQLite: a temporary view; MySQL: protocol field types), else from the spec's kinds. The
+    query must be one read-only ``SELECT`` (:func:`~synth_core.boundary.check_source_query`).
+
+    Rows are read in a read-only transaction (:func:`read_only_connection`). A value the driver
+    cannot convert raises :class:`SourceTableError` naming the column, never the value.
 
     Returns ``(dtypes, chunks)``; dtypes are decided before reading (see :func:`pandas_dtype_for`).
     """
-    statement: sa.Executable
+    statement: sa.Select[Any]
     if query is None:
         sa_table = reflect_table(engine, spec.name, schema=schema)
         check_catalog_against_spec(sa_table, spec)
         dtypes = source_dtypes(sa_table, spec)
         statement = sa.select(*[sa_table.c[name] for name in dtypes])
     else:
+        query = check_source_query(query, engine.dialect.name)
         sa_table = query_columns(engine, query, spec)
         check_catalog_against_spec(sa_table, spec)
         dtypes = source_dtypes(sa_table, spec)
@@ -169,39 +190,133 @@ def iter_table_chunks(
             sa.text(query).columns(*[sa.column(c.name) for c in sa_table.columns]).subquery("dpsynth_source")
         )
         statement = sa.select(*[inner.c[name] for name in dtypes])
+        if engine.dialect.name == "postgresql":
+            # a bound parameter makes psycopg use the extended protocol, which runs one statement only
+            statement = statement.where(sa.bindparam("dpsynth_one_statement", True, type_=sa.Boolean()))
 
     def chunks() -> Iterator[pd.DataFrame]:
-        with engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(statement)
-            keys = list(result.keys())
-            for part in result.partitions(chunk_rows):
+        with read_only_connection(engine) as conn:
+            with _conversion_errors(spec, dtypes):
+                result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(statement)
+                keys = list(result.keys())
+                parts = result.partitions(chunk_rows)
+            while True:
+                with _conversion_errors(spec, dtypes, keys):
+                    part = next(parts, None)
+                if part is None:
+                    return
                 raw = pd.DataFrame.from_records([tuple(r) for r in part], columns=keys)
                 yield coerce_frame(raw, dtypes, spec)
 
     return dtypes, chunks()
 
 
+@contextlib.contextmanager
+def read_only_connection(engine: sa.engine.Engine) -> Iterator[sa.Connection]:
+    """A connection whose statements cannot write, rolled back on exit.
+
+    PostgreSQL: ``SET TRANSACTION READ ONLY`` first in the transaction; MySQL/MariaDB:
+    ``START TRANSACTION READ ONLY`` (no DML; the drivers also run one statement per call); SQLite:
+    ``PRAGMA query_only`` (switched off again before the connection returns to the pool; a
+    connection that cannot be reset is discarded). Other warehouses: a transaction rolled back.
+    """
+    dialect = engine.dialect.name
+    with engine.connect() as conn:
+        if dialect == "postgresql":
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        elif dialect in ("mysql", "mariadb"):
+            conn.exec_driver_sql("START TRANSACTION READ ONLY")
+        elif dialect == "sqlite":
+            conn.exec_driver_sql("PRAGMA query_only = ON")
+        try:
+            yield conn
+        finally:
+            try:
+                conn.rollback()
+                if dialect == "sqlite":
+                    conn.exec_driver_sql("PRAGMA query_only = OFF")
+                    conn.rollback()
+            except Exception:  # a broken connection must not go back to the pool read-only
+                conn.invalidate()
+
+
+@contextlib.contextmanager
+def _conversion_errors(
+    spec: TableSpec, dtypes: Mapping[str, str], keys: list[str] | None = None
+) -> Iterator[None]:
+    """Re-raise a driver's conversion failure (its text may quote the cell) as a
+    :class:`SourceTableError` naming the columns it can be in, never the value."""
+    try:
+        yield
+    except (ValueError, TypeError, OverflowError, ArithmeticError, sa.exc.StatementError) as exc:
+        if isinstance(exc, sa.exc.DBAPIError) and not _is_data_error(exc):
+            raise _warehouse_error(spec, exc) from None
+        columns = _columns_converted_by_driver(spec, dtypes, keys)
+        raise SourceTableError(
+            f"table {spec.name!r}: the warehouse driver could not convert a value of column(s) {columns} "
+            f"({type(getattr(exc, 'orig', exc)).__name__}; the value is not shown): fix the data or "
+            "declare the column with another kind"
+        ) from None
+
+
+def _is_data_error(exc: sa.exc.DBAPIError) -> bool:
+    return isinstance(exc, sa.exc.DataError) or isinstance(exc.orig, ValueError | TypeError | OverflowError)
+
+
+def _warehouse_error(spec: TableSpec, exc: sa.exc.DBAPIError) -> BaseException:
+    """A database failure while reading: its class only (the driver's text may quote a cell)."""
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.InternalError):
+        return exc  # the warehouse or the connection failed: retryable as it is
+    return SourceTableError(
+        f"table {spec.name!r}: the warehouse refused the read ({type(exc.orig).__name__}); "
+        "the driver's message is not shown because it may quote a value"
+    )
+
+
+def _columns_converted_by_driver(
+    spec: TableSpec, dtypes: Mapping[str, str], keys: list[str] | None
+) -> list[str]:
+    """Columns whose values the driver parses (datetimes, decimals, booleans): where a conversion
+    failure can come from. All columns when none is of such a kind."""
+    names = list(keys or dtypes)
+    parsed = [
+        n for n in names
+        if n in dtypes and (dtypes[n].startswith("datetime64") or dtypes[n] in ("bool", "boolean", "float64"))
+    ]  # fmt: skip
+    return parsed or names
+
+
 def query_columns(engine: sa.engine.Engine, query: str, spec: TableSpec) -> sa.Table:
     """The result columns of ``query`` as a (detached) ``Table``: names and, where the warehouse
-    can say (a temporary view on PostgreSQL/SQLite), catalog types; else untyped (NullType)."""
+    can say, catalog types (PostgreSQL: the result's type OIDs; SQLite: a temporary view; MySQL:
+    protocol field types); else untyped (NullType).
+
+    ``query`` must be one read-only ``SELECT`` (:func:`~synth_core.boundary.check_source_query`,
+    :class:`ParameterError` otherwise); it runs in a read-only transaction (SQLite: the temporary
+    view is made in a transaction rolled back, and pysqlite runs one statement per call)."""
     from synth_core.errors import SourceTableError
 
+    query = check_source_query(query, engine.dialect.name)
     name = f"dpsynth_query_{uuid.uuid4().hex[:8]}"
     try:
-        with engine.connect() as conn:
-            if engine.dialect.name in ("postgresql", "sqlite"):
+        if engine.dialect.name == "sqlite":
+            with _sqlite_transaction(engine) as conn:
                 conn.exec_driver_sql(f"CREATE TEMPORARY VIEW {name} AS {query}")
-                schema = None if engine.dialect.name == "sqlite" else _temp_schema(conn)
-                columns = sa.inspect(conn).get_columns(name, schema=schema)
+                columns = sa.inspect(conn).get_columns(name)
                 conn.exec_driver_sql(f"DROP VIEW {name}")
-                conn.rollback()
-                return sa.Table(
-                    spec.name,
-                    sa.MetaData(),
-                    *[sa.Column(c["name"], c["type"], nullable=c["nullable"]) for c in columns],
-                )
-            result = conn.execute(sa.text(f"SELECT * FROM ({query}) dpsynth_q WHERE 1 = 0"))
+            return sa.Table(
+                spec.name,
+                sa.MetaData(),
+                *[sa.Column(c["name"], c["type"], nullable=c["nullable"]) for c in columns],
+            )
+        with read_only_connection(engine) as conn:
+            probe = sa.text(f"SELECT * FROM ({query}) dpsynth_q WHERE 1 = :dpsynth_zero").bindparams(
+                dpsynth_zero=0
+            )
+            result = conn.execute(probe)
             description = list(result.cursor.description or []) if result.cursor is not None else []
+            if engine.dialect.name == "postgresql":
+                return sa.Table(spec.name, sa.MetaData(), *_postgres_result_columns(conn, description))
     except sa.exc.DBAPIError as exc:
         raise SourceTableError(
             f"the source query of table {spec.name!r} failed in the warehouse ({exc.orig.__class__.__name__})"
@@ -224,10 +339,26 @@ _MYSQL_FIELD_TYPES: dict[int, type[sa.types.TypeEngine[Any]]] = {
 }  # fmt: skip
 
 
-def _temp_schema(conn: sa.Connection) -> str:
-    return str(
-        conn.exec_driver_sql("SELECT nspname FROM pg_namespace WHERE oid = pg_my_temp_schema()").scalar_one()
+def _postgres_result_columns(conn: sa.Connection, description: list[Any]) -> list[sa.Column[Any]]:
+    """Columns of a PostgreSQL result: its type OIDs named by ``format_type`` and mapped by the
+    dialect's type names (unknown types: NullType, checked when read)."""
+    oids = sorted({int(d[1]) for d in description})
+    rows = conn.execute(
+        sa.text("SELECT oid, format_type(oid, NULL) FROM pg_type WHERE oid = ANY(:oids)"), {"oids": oids}
     )
+    names = {int(row[0]): str(row[1]) for row in rows}
+    known: Mapping[str, Any] = getattr(conn.dialect, "ischema_names", {})
+    columns: list[sa.Column[Any]] = []
+    for d in description:
+        type_name = str(names.get(int(d[1]), ""))
+        tz = type_name.endswith("with time zone")
+        base = type_name.replace(" with time zone", "").replace(" without time zone", "")
+        cls = known.get(type_name) or known.get(base)
+        sql_type: sa.types.TypeEngine[Any] = sa.types.NullType()
+        if cls is not None:
+            sql_type = cls(timezone=True) if tz and base in ("timestamp", "time") else cls()
+        columns.append(sa.Column(d[0], sql_type))
+    return columns
 
 
 def column_types_for_spec(spec: TableSpec, dtypes: Mapping[str, str]) -> dict[str, sa.types.TypeEngine[Any]]:
@@ -336,6 +467,11 @@ def stage_rows(
     replaced) and commit: a shard's staging-table chunk, loaded in parallel with the other shards'.
     :func:`publish_table_atomically` with ``staged=`` later moves every chunk into the target in
     its one swap, inside the warehouse (``INSERT … SELECT``), and drops the chunks."""
+    check_identifier(table, "staged chunk table")
+    if schema is not None:
+        check_identifier(schema, "schema of the staged chunk table")
+    for column in column_types:
+        check_identifier(column, f"column of staged chunk table {table!r}")
     if schema is not None and engine.dialect.name == "sqlite":
         raise ParameterError(f"SQLite warehouses have no schemas: stage {table!r} without a schema")
     staging = _staging_table(table, column_types, nullable or {}, schema, None)
@@ -396,8 +532,16 @@ def publish_table_atomically(
     dropped with the swap (same transaction; MySQL: right after the rename).
 
     Returns the number of rows published.
+
+    Raises:
+        ParameterError: the target, its schema or a column name breaks the identifier rule
+            (checked before any statement runs).
     """
-    schema, target = split_table_name(target, schema)
+    schema, target = checked_table_name(target, schema, "target table")
+    for column in column_types:
+        check_identifier(column, f"column of target table {target!r}")
+    for chunk in staged or ():
+        checked_table_name(chunk.table, chunk.schema, "staged chunk table")
     if schema is not None and engine.dialect.name == "sqlite":
         raise ParameterError(f"SQLite warehouses have no schemas: publish {target!r} without target_schema")
     if (chunks is None) == (staged is None):
