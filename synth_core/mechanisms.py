@@ -1,9 +1,11 @@
 """DP mechanisms used by preprocessing: noisy histograms, ranges, quantile bins, category discovery.
 
 Neighbouring tables differ by one row (add/remove). Each mechanism here takes one column, where
-one row contributes to exactly one histogram cell, so every histogram has L2 sensitivity 1 and the
-Gaussian mechanism with standard deviation ``σ = 1/sqrt(2ρ)`` is ρ-zCDP. Callers record each spend
-in the :class:`~synth_core.privacy.PrivacyAccountant`.
+one row contributes to exactly one cell of the released vector (a NULL row to the NULL cell, which
+is a cell of the same vector), so every release has L2 sensitivity 1 and the Gaussian mechanism
+with standard deviation ``σ = 1/sqrt(2ρ)`` is ρ-zCDP. Every release goes through the
+:class:`~synth_core.privacy.PrivacyAccountant`'s release methods, which take that sensitivity,
+charge from it and draw the noise: nothing here adds noise by itself.
 
 Nothing returned here is a raw value: bin edges come from data-independent grids or public
 bounds; discovered categories are exactly those whose noisy count clears a threshold set so a
@@ -16,10 +18,13 @@ import itertools
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import norm
+
+from synth_core.privacy import PrivacyAccountant, ThresholdedRelease
 
 #: Coarse grid for DP range finding: 8 buckets per decade, from 1e-6 to 1e15 on either side of 0.
 _RANGE_STEPS_PER_DECADE = 8
@@ -43,11 +48,6 @@ def gaussian_sigma(rho: float) -> float:
     return 1.0 / math.sqrt(2.0 * rho)
 
 
-def noisy_counts(counts: NDArray[np.int64], rho: float, rng: np.random.Generator) -> NDArray[np.float64]:
-    """Histogram counts plus Gaussian noise (ρ-zCDP for a histogram of one row per cell)."""
-    return counts.astype(np.float64) + rng.normal(0.0, gaussian_sigma(rho), size=counts.shape)
-
-
 def _range_grid() -> NDArray[np.float64]:
     """Sorted, data-independent bucket edges: ±10^(k/8) and 0."""
     exps = np.arange(_RANGE_MIN_EXP * _RANGE_STEPS_PER_DECADE, _RANGE_MAX_EXP * _RANGE_STEPS_PER_DECADE + 1)
@@ -67,9 +67,13 @@ def datetime_range_grid(unit_seconds: float) -> NDArray[np.float64]:
 
 def dp_range(
     values: NDArray[np.float64],
+    *,
     rho: float,
+    accountant: PrivacyAccountant,
     rng: np.random.Generator,
+    name: str,
     grid: NDArray[np.float64] | None = None,
+    **details: Any,
 ) -> tuple[float, float]:
     """A DP (low, high) covering the bulk of ``values``, snapped to a data-independent grid.
 
@@ -81,13 +85,13 @@ def dp_range(
     into the range with probability about :data:`RANGE_SPURIOUS_BUCKET_PROB`, while a thin but
     wide tail (a point mass at 0 plus amounts spread over two decades) still enters as a whole.
     When no cluster clears, the window (of 1, 2, 4, … buckets) with the largest noisy z-score is
-    the range. Returns grid edges, never data values.
+    the range. Returns grid edges, never data values. Released and charged as ``name``.
     """
     grid = _range_grid() if grid is None else grid
     # bucket i holds (grid[i-1], grid[i]]; values below/above the grid fall into the end buckets
     idx = np.clip(np.searchsorted(grid, values, side="left"), 1, len(grid) - 1)
     counts = np.bincount(idx, minlength=len(grid))[1:].astype(np.int64)  # bucket i at counts[i-1]
-    noisy = noisy_counts(counts, rho, rng)
+    noisy = accountant.release_gaussian(name, counts, l2_sensitivity=1.0, rho=rho, rng=rng, **details)
     sigma = gaussian_sigma(rho)
     z = range_threshold_sigmas(noisy.size)
     kept: list[tuple[int, int]] = []
@@ -238,41 +242,79 @@ def dp_quantile_bins(
     *,
     integer: bool,
     rho: float,
+    accountant: PrivacyAccountant,
     rng: np.random.Generator,
-) -> QuantileBins:
+    name: str,
+    null_count: int | None = None,
+    **details: Any,
+) -> tuple[QuantileBins, float | None]:
     """Noisy histogram over :func:`bin_layout`; small noisy counts (< 2σ) are zeroed so the noise
-    on many empty tail bins does not invent mass. ``values`` must be non-null; they are clipped."""
+    on many empty tail bins does not invent mass. ``values`` must be non-null; they are clipped.
+
+    With ``null_count`` (a nullable column's NULL rows), the NULL count is one more cell of the
+    same released vector: a row is either NULL or in one bin, so the vector keeps L2 sensitivity 1
+    and one charge of ``rho`` covers both. Returns the bins and the noisy NULL count (``None``
+    without ``null_count``). No count of non-NULL rows is released: it would be a second count
+    the same row moves (L2 sensitivity √2 for the charge of 1).
+    """
     left, right = bin_layout(low, high, integer=integer)
     clipped = np.clip(values, left[0], right[-1])
     if integer:
         clipped = np.rint(clipped)
     counts = np.bincount(assign_bins(clipped, left, right), minlength=left.size).astype(np.int64)
-    noisy = noisy_counts(counts, rho, rng)
+    cells = counts if null_count is None else np.append(counts, int(null_count))
+    released = accountant.release_gaussian(
+        name, cells, l2_sensitivity=1.0, rho=rho, rng=rng, bins=int(left.size), **details
+    )
+    noisy = released[: left.size].copy()
+    noisy_null = None if null_count is None else float(released[-1])
     noisy[noisy < 2.0 * gaussian_sigma(rho)] = 0.0
     total = noisy.sum()
     mass = noisy / total if total > 0 else np.full(left.size, 1.0 / left.size)
-    return QuantileBins(left=left, right=right, mass=mass)
+    return QuantileBins(left=left, right=right, mass=mass), noisy_null
 
 
 def discovery_threshold(rho: float, delta: float) -> float:
     """Noisy-count threshold so a value held by one row is released with probability ≤ δ."""
-    return 1.0 + gaussian_sigma(rho) * float(norm.isf(delta))
+    return ThresholdedRelease("discovery", rho, delta).threshold
 
 
 def dp_discover_categories(
-    values: Sequence[Hashable], rho: float, delta: float, rng: np.random.Generator
-) -> dict[Hashable, float]:
+    values: Sequence[Hashable],
+    *,
+    rho: float,
+    delta: float,
+    accountant: PrivacyAccountant,
+    rng: np.random.Generator,
+    name: str,
+    null_count: int | None = None,
+    **details: Any,
+) -> tuple[dict[Hashable, float], float | None]:
     """Values whose Gaussian-noised count clears :func:`discovery_threshold`, with those noisy counts.
 
     (ρ, δ)-approximate zCDP for add/remove of one row (one row touches one count; a value new to
-    the neighbour has count 1 and passes with probability ≤ δ). Counts are of non-null values.
+    the neighbour has count 1 and passes with probability ≤ δ). ``values`` are the non-null
+    values; with ``null_count`` the NULL rows are one more key of the same release, public and
+    always released (a row is NULL or one value: sensitivity 1 still). Returns the discovered
+    values with their noisy counts, and the noisy NULL count (``None`` without ``null_count``).
     """
     uniq, counts = np.unique(np.asarray(values, dtype=object), return_counts=True)
-    noisy = noisy_counts(counts.astype(np.int64), rho, rng)
-    keep = noisy > discovery_threshold(rho, delta)
-    return {v: float(c) for v, c in zip(uniq[keep], noisy[keep], strict=True)}
+    # the NULL key (public, always released) first: a value held only by an added row sorts in
+    # among the others, but the keys' order is never released, only the values that clear
+    lead = [] if null_count is None else [int(null_count)]
+    keys = np.concatenate([np.asarray(lead, dtype=np.int64), counts.astype(np.int64)])
+    always = np.arange(keys.size) < len(lead)
+    noisy, released = accountant.release_thresholded(
+        name, keys, rho=rho, delta=delta, rng=rng, always=always, **details
+    )
+    value_noisy, value_released = noisy[len(lead) :], released[len(lead) :]
+    found = {v: float(c) for v, c in zip(uniq[value_released], value_noisy[value_released], strict=True)}
+    return found, (float(noisy[0]) if lead else None)
 
 
-def dp_count(n: int, rho: float, rng: np.random.Generator) -> int:
-    """A ρ-zCDP noisy row count, rounded and at least 1."""
-    return max(1, round(n + rng.normal(0.0, gaussian_sigma(rho))))
+def dp_count(
+    n: int, *, rho: float, accountant: PrivacyAccountant, rng: np.random.Generator, name: str = "row_count"
+) -> int:
+    """A ρ-zCDP noisy row count (sensitivity 1), rounded and at least 1; released as ``name``."""
+    noisy = accountant.release_gaussian(name, np.array([n]), l2_sensitivity=1.0, rho=rho, rng=rng)
+    return max(1, round(float(noisy[0])))

@@ -251,6 +251,118 @@ def zcdp_rho_for(epsilon: float, delta: float) -> float:
 
 
 @dataclass(frozen=True)
+class GaussianRelease:
+    """Declaration of one Gaussian release: a vector whose L2 sensitivity under adding or removing
+    one row is ``l2_sensitivity``, released with independent noise of standard deviation ``sigma``
+    on every coordinate. It costs ``ρ = Δ² / (2σ²)`` (zCDP), and :meth:`noised` draws exactly that
+    noise: the charge and the noise come from the same two numbers.
+
+    Every count released together (a histogram and its NULL cell, the 1-way marginals of all
+    columns) is *one* vector with *one* declared sensitivity: a row that moves ``k`` coordinates by
+    1 gives ``Δ = √k``. A second count released beside a histogram is a second release (charged),
+    or a coordinate of the same vector (its Δ counts it).
+    """
+
+    name: str
+    l2_sensitivity: float
+    sigma: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.l2_sensitivity) and self.l2_sensitivity > 0):
+            raise ValueError(f"{self.name}: l2_sensitivity must be a finite number > 0")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"{self.name}: sigma must be a finite number > 0")
+
+    @classmethod
+    def at_rho(cls, name: str, *, l2_sensitivity: float, rho: float) -> GaussianRelease:
+        """The release of ``name`` that costs ``rho``: ``σ = Δ / sqrt(2ρ)``."""
+        if not (math.isfinite(rho) and rho > 0):
+            raise ValueError(f"{name}: rho must be a finite number > 0")
+        return cls(name, float(l2_sensitivity), float(l2_sensitivity) / math.sqrt(2.0 * rho))
+
+    @property
+    def rho(self) -> float:
+        """zCDP cost ``Δ² / (2σ²)``."""
+        return self.l2_sensitivity**2 / (2.0 * self.sigma**2)
+
+    def noised(self, values: NDArray[Any], rng: np.random.Generator) -> NDArray[np.float64]:
+        """``values`` (any shape; leading axes may be independent runs) plus N(0, σ²) noise."""
+        values = np.asarray(values, dtype=np.float64)
+        return values + rng.normal(0.0, self.sigma, size=values.shape)
+
+
+@dataclass(frozen=True)
+class ThresholdedRelease:
+    """Declaration of a thresholded Gaussian release over keys found in the data (category
+    discovery): every row adds 1 to exactly one key's count (L2 sensitivity 1), a key is released
+    only when its noisy count clears :attr:`threshold`, except the public keys marked ``always``
+    (e.g. NULL), which are always released. A key held by one row only (new in a neighbour)
+    clears the threshold with probability ≤ ``delta``: (ρ, δ)-approximate zCDP with
+    ``ρ = 1 / (2σ²)``."""
+
+    name: str
+    rho: float
+    delta: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rho) and self.rho > 0):
+            raise ValueError(f"{self.name}: rho must be a finite number > 0")
+        if not (0 < self.delta < 1):
+            raise ValueError(f"{self.name}: delta must be in (0, 1)")
+
+    @property
+    def sigma(self) -> float:
+        return 1.0 / math.sqrt(2.0 * self.rho)
+
+    @property
+    def threshold(self) -> float:
+        """A count of 1 plus noise clears it with probability exactly ``delta``."""
+        from scipy.stats import norm
+
+        return 1.0 + self.sigma * float(norm.isf(self.delta))
+
+    def noised(
+        self, counts: NDArray[Any], always: NDArray[np.bool_], rng: np.random.Generator
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """Noisy counts (any shape; leading axes may be runs) and which keys are released."""
+        noisy = GaussianRelease(self.name, 1.0, self.sigma).noised(counts, rng)
+        return noisy, (noisy > self.threshold) | np.asarray(always, dtype=bool)
+
+
+@dataclass(frozen=True)
+class ExponentialRelease:
+    """Declaration of one exponential-mechanism pick: index ``i`` with probability ∝
+    ``exp(ε·score_i / (2·sensitivity))``, where ``sensitivity`` bounds how much one row moves any
+    score. ε-DP, charged as its bounded-range zCDP ``ρ = ε² / 8`` (Cesar & Rogers 2021)."""
+
+    name: str
+    epsilon: float
+    sensitivity: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ValueError(f"{self.name}: epsilon must be a finite number > 0")
+        if not (math.isfinite(self.sensitivity) and self.sensitivity > 0):
+            raise ValueError(f"{self.name}: sensitivity must be a finite number > 0")
+
+    @property
+    def rho(self) -> float:
+        return self.epsilon**2 / 8.0
+
+    def probabilities(self, scores: NDArray[Any]) -> NDArray[np.float64]:
+        """The pick's distribution over the candidates (last axis)."""
+        from scipy.special import logsumexp
+
+        logits = 0.5 * self.epsilon / self.sensitivity * np.asarray(scores, dtype=np.float64)
+        probs = np.exp(logits - logsumexp(logits, axis=-1, keepdims=True))
+        return np.asarray(probs / probs.sum(axis=-1, keepdims=True), dtype=np.float64)
+
+    def pick(self, scores: NDArray[Any], rng: np.random.Generator) -> int:
+        probs = self.probabilities(scores)
+        return int(rng.choice(probs.size, p=probs))
+
+
+@dataclass(frozen=True)
 class MechanismSpend:
     """One mechanism's cost: an RDP curve over :data:`RDP_ORDERS` plus an additive δ."""
 
@@ -267,9 +379,13 @@ class MechanismSpend:
 class PrivacyAccountant:
     """Composes every private access of one release and reports one (ε, δ).
 
-    Usage: preprocessing calls :meth:`spend_gaussian` / :meth:`spend_thresholded`; training calls
-    :meth:`calibrate_noise_multiplier` and then :meth:`spend_sgd`. :meth:`epsilon` is the composed
-    ε at the release δ; it never exceeds the target once calibration was used.
+    Usage: every DP quantity drawn from the rows is released through :meth:`release_gaussian`,
+    :meth:`release_thresholded` or :meth:`release_exponential` (or declared first with
+    :meth:`declare_gaussian` when its noise is drawn later): each takes the released vector's
+    sensitivity, charges from it, and draws the noise itself, so noise and charge cannot disagree
+    and no count rides on another's charge. Training calls :meth:`calibrate_noise_multiplier`
+    and then :meth:`spend_sgd` (Opacus draws DP-SGD's noise). :meth:`epsilon` is the composed ε at
+    the release δ; it never exceeds the target once calibration was used.
     """
 
     def __init__(self, budget: PrivacyBudget) -> None:
@@ -277,15 +393,141 @@ class PrivacyAccountant:
         self.spends: list[MechanismSpend] = []
         self.preprocessing_rho = budget.preprocessing_fraction * zcdp_rho_for(budget.epsilon, budget.delta)
 
-    # -- recording -------------------------------------------------------------------------------
+    # -- releases: declared sensitivity → charge → noise ------------------------------------------
+    def declare_gaussian(
+        self,
+        name: str,
+        *,
+        l2_sensitivity: float,
+        rho: float | None = None,
+        sigma: float | None = None,
+        **details: Any,
+    ) -> GaussianRelease:
+        """Charge one Gaussian release of a vector with ``l2_sensitivity`` at ``rho`` (σ follows) or
+        at ``sigma`` (ρ follows), and return it; draw its noise with :meth:`GaussianRelease.noised`
+        (for a release whose values exist only later, e.g. after training)."""
+        if (rho is None) == (sigma is None):
+            raise ValueError(f"{name}: give exactly one of rho and sigma")
+        release = (
+            GaussianRelease.at_rho(name, l2_sensitivity=l2_sensitivity, rho=rho)
+            if rho is not None
+            else GaussianRelease(name, float(l2_sensitivity), float(sigma))  # type: ignore[arg-type]
+        )
+        self._record(
+            name,
+            release.rho,
+            0.0,
+            {"mechanism": "gaussian", "l2_sensitivity": release.l2_sensitivity, "sigma": release.sigma},
+            details,
+        )
+        return release
+
+    def release_gaussian(
+        self,
+        name: str,
+        values: NDArray[Any],
+        *,
+        l2_sensitivity: float,
+        rng: np.random.Generator,
+        rho: float | None = None,
+        sigma: float | None = None,
+        **details: Any,
+    ) -> NDArray[np.float64]:
+        """Release ``values`` (a vector whose L2 sensitivity under adding/removing one row is
+        ``l2_sensitivity``) with Gaussian noise, charged ``Δ²/(2σ²)``; returns the noisy vector."""
+        values = np.asarray(values, dtype=np.float64)
+        release = self.declare_gaussian(
+            name, l2_sensitivity=l2_sensitivity, rho=rho, sigma=sigma, size=int(values.size), **details
+        )
+        return self._draw_gaussian(release, values, rng)
+
+    def release_thresholded(
+        self,
+        name: str,
+        counts: NDArray[Any],
+        *,
+        rho: float,
+        delta: float,
+        rng: np.random.Generator,
+        always: NDArray[np.bool_] | None = None,
+        **details: Any,
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        """Release the keys of ``counts`` (one count per key found in the data, every row in exactly
+        one) whose noisy count clears the threshold, and the keys marked ``always`` (public keys
+        such as NULL) regardless: (ρ, δ)-approximate zCDP. Returns (noisy counts, released mask);
+        only the masked entries may leave the caller."""
+        counts = np.asarray(counts, dtype=np.float64)
+        always_mask = np.zeros(counts.shape, dtype=bool) if always is None else np.asarray(always, dtype=bool)
+        release = ThresholdedRelease(name, float(rho), float(delta))
+        self._record(
+            name,
+            release.rho,
+            release.delta,
+            {"mechanism": "thresholded-gaussian", "l2_sensitivity": 1.0, "sigma": release.sigma},
+            details,
+        )
+        return self._draw_thresholded(release, counts, always_mask, rng)
+
+    def release_exponential(
+        self,
+        name: str,
+        scores: NDArray[Any],
+        *,
+        epsilon: float,
+        sensitivity: float,
+        rng: np.random.Generator,
+        **details: Any,
+    ) -> int:
+        """Pick one index of ``scores`` with the exponential mechanism (``sensitivity``: the most
+        one row moves any score); charged ε²/8 zCDP. Returns the index."""
+        release = ExponentialRelease(name, float(epsilon), float(sensitivity))
+        self._record(
+            name,
+            release.rho,
+            0.0,
+            {"mechanism": "exponential", "epsilon": release.epsilon, "sensitivity": release.sensitivity},
+            details,
+        )
+        return self._draw_exponential(release, np.asarray(scores, dtype=np.float64), rng)
+
+    # the draws, one method each so an audit can record them (synth_core.privacy_audit)
+    def _draw_gaussian(
+        self, release: GaussianRelease, values: NDArray[np.float64], rng: np.random.Generator
+    ) -> NDArray[np.float64]:
+        return release.noised(values, rng)
+
+    def _draw_thresholded(
+        self,
+        release: ThresholdedRelease,
+        counts: NDArray[np.float64],
+        always: NDArray[np.bool_],
+        rng: np.random.Generator,
+    ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+        return release.noised(counts, always, rng)
+
+    def _draw_exponential(
+        self, release: ExponentialRelease, scores: NDArray[np.float64], rng: np.random.Generator
+    ) -> int:
+        return release.pick(scores, rng)
+
+    def _record(
+        self, name: str, rho: float, delta: float, declared: dict[str, Any], details: dict[str, Any]
+    ) -> None:
+        if not (math.isfinite(rho) and rho >= 0):
+            raise ValueError(f"{name}: rho must be a finite number >= 0")
+        self.spends.append(MechanismSpend(name, rho * RDP_ORDERS, delta, {"rho": rho, **declared, **details}))
+
+    # -- recording spends whose noise is drawn elsewhere ---------------------------------------
     def spend_gaussian(self, name: str, rho: float, **details: Any) -> None:
-        """Record a ρ-zCDP Gaussian mechanism."""
+        """Record a ρ-zCDP Gaussian mechanism whose noise the caller draws (prefer
+        :meth:`declare_gaussian`, which returns the noise with the charge)."""
         if rho < 0:
             raise ValueError("rho must be >= 0")
         self.spends.append(MechanismSpend(name, rho * RDP_ORDERS, 0.0, {"rho": rho, **details}))
 
     def spend_thresholded(self, name: str, rho: float, delta: float, **details: Any) -> None:
-        """Record a (ρ, δ)-approximate zCDP mechanism (Gaussian counts released above a threshold)."""
+        """Record a (ρ, δ)-approximate zCDP mechanism whose noise the caller draws (prefer
+        :meth:`release_thresholded`)."""
         self.spends.append(MechanismSpend(name, rho * RDP_ORDERS, delta, {"rho": rho, **details}))
 
     def spend_sgd(

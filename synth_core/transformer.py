@@ -33,7 +33,6 @@ from synth_core.mechanisms import (
     dp_discover_categories,
     dp_quantile_bins,
     dp_range,
-    noisy_counts,
 )
 from synth_core.privacy import PrivacyAccountant
 from synth_core.spec import ColumnKind, ColumnSpec, TableSpec
@@ -339,14 +338,16 @@ def fit_transformer_under_dp(
 ) -> TableTransformer:
     """Fit a :class:`TableTransformer`, estimating under DP everything ``spec`` does not declare public.
 
-    Spends (recorded in ``accountant``, split evenly over the columns that need it):
+    Releases (each through ``accountant``, which charges it from its declared sensitivity and
+    draws its noise from ``rng``; ρ split evenly over the row count and the modelled columns):
 
-    * numeric/integer/datetime columns: a DP quantile histogram (and a DP range first when no
-      public bounds are declared);
-    * categorical columns without a public domain: thresholded DP category discovery
-      (approximate zCDP: its δ adds to the release δ).
-
-    * the row count (a Gaussian count: the default size of the synthetic table).
+    * the row count (a Gaussian count: the default size of the synthetic table, and the
+      denominator of continuous columns' NULL rates);
+    * numeric/integer/datetime columns: a DP quantile histogram whose last cell is the NULL count
+      when nullable (and a DP range first when no public bounds are declared);
+    * categorical/boolean columns with a public domain: a histogram over it (+ the NULL cell);
+    * categorical columns without a public domain: thresholded DP category discovery, NULL a
+      key that is always released (approximate zCDP: its δ adds to the release δ).
 
     Columns with a public domain, booleans, ids and drops spend nothing.
     """
@@ -356,8 +357,7 @@ def fit_transformer_under_dp(
     needs_dp = [c for c in spec.modelled_columns if _needs_dp(c)]
     n_discovery = sum(1 for c in needs_dp if c.kind == ColumnKind.CATEGORICAL and c.categories is None)
     rho_each = accountant.preprocessing_rho / (len(needs_dp) + 1)
-    row_count = dp_count(len(frame), rho_each, rng)
-    accountant.spend_gaussian("row_count", rho_each)
+    row_count = dp_count(len(frame), rho=rho_each, accountant=accountant, rng=rng, name="row_count")
     delta_each = accountant.discovery_delta_per_column(n_discovery)
 
     fitted: list[ColumnTransform] = []
@@ -365,7 +365,7 @@ def fit_transformer_under_dp(
         series = frame[cspec.name]
         dtype = str(series.dtype)
         if cspec.kind in (ColumnKind.NUMERIC, ColumnKind.INTEGER, ColumnKind.DATETIME):
-            fitted.append(_fit_continuous(series, cspec, dtype, rho_each, accountant, rng))
+            fitted.append(_fit_continuous(series, cspec, dtype, rho_each, accountant, rng, row_count))
         else:
             fitted.append(
                 _fit_categorical(spec.name, series, cspec, dtype, rho_each, delta_each, accountant, rng)
@@ -387,7 +387,10 @@ def _fit_continuous(
     rho: float,
     accountant: PrivacyAccountant,
     rng: np.random.Generator,
+    dp_row_count: int,
 ) -> ColumnTransform:
+    """DP quantile bins of a continuous column; its NULL rate is the released NULL cell over
+    ``dp_row_count`` (the released row count): both are charged releases, so the rate is too."""
     col = ColumnTransform(cspec.name, cspec.kind, dtype, cspec.nullable)
     if cspec.kind == ColumnKind.DATETIME:
         col.datetime_unit = cspec.resolution
@@ -399,21 +402,22 @@ def _fit_continuous(
     if public is None:
         rho_range = rho * RANGE_RHO_SHARE
         grid = datetime_range_grid(_SECONDS_PER[col.datetime_unit or "second"]) if col.datetime_unit else None
-        low, high = dp_range(values, rho_range, rng, grid)
-        accountant.spend_gaussian(f"range:{cspec.name}", rho_range, column=cspec.name)
+        low, high = dp_range(
+            values, rho=rho_range, accountant=accountant, rng=rng, name=f"range:{cspec.name}", grid=grid,
+            column=cspec.name,
+        )  # fmt: skip
         rho_hist = rho - rho_range
     else:
         low, high = public
         rho_hist = rho
-    col.bins = dp_quantile_bins(values, low, high, integer=col.integer, rho=rho_hist, rng=rng)
-    if cspec.nullable:
-        # NULL is one more cell of the same histogram (a row is in exactly one cell): no extra budget
-        noisy_null = max(float(noisy_counts(np.array([series.isna().sum()]), rho_hist, rng)[0]), 0.0)
-        noisy_present = max(float(noisy_counts(np.array([len(values)]), rho_hist, rng)[0]), 0.0)
-        col.null_fraction = _fraction(noisy_null, noisy_present)
-    accountant.spend_gaussian(
-        f"quantiles:{cspec.name}", rho_hist, column=cspec.name, bins=int(col.bins.mass.size)
-    )
+    # NULL is one more cell of the same histogram (a row is in exactly one cell): sensitivity 1
+    col.bins, noisy_null = dp_quantile_bins(
+        values, low, high, integer=col.integer, rho=rho_hist, accountant=accountant, rng=rng,
+        name=f"quantiles:{cspec.name}", null_count=int(series.isna().sum()) if cspec.nullable else None,
+        column=cspec.name,
+    )  # fmt: skip
+    if noisy_null is not None:
+        col.null_fraction = min(max(noisy_null, 0.0) / dp_row_count, 1.0)
     return col
 
 
@@ -445,7 +449,8 @@ def _fit_categorical(
     rng: np.random.Generator,
 ) -> ColumnTransform:
     col = ColumnTransform(cspec.name, cspec.kind, dtype, cspec.nullable)
-    noisy_null = float(noisy_counts(np.array([series.isna().sum()]), rho, rng)[0]) if cspec.nullable else 0.0
+    # a nullable column's NULL count is one more cell of the column's one release (sensitivity 1)
+    null_count = int(series.isna().sum()) if cspec.nullable else None
     domain = [False, True] if cspec.kind == ColumnKind.BOOLEAN else cspec.categories
     if domain is not None:
         # a public domain: a noisy histogram over it (+ NULL) gives the DP marginal and null rate
@@ -457,15 +462,20 @@ def _fit_categorical(
             i = lookup.get(_norm_key(v))
             if i is not None:
                 counts[i] += 1
-        noisy = np.clip(noisy_counts(counts, rho, rng), 0.0, None)
+        cells = counts if null_count is None else np.append(counts, null_count)
+        released = accountant.release_gaussian(
+            f"marginal:{cspec.name}", cells, l2_sensitivity=1.0, rho=rho, rng=rng, column=cspec.name
+        )
+        noisy = np.clip(released[: counts.size], 0.0, None)
+        noisy_null = max(float(released[-1]), 0.0) if null_count is not None else 0.0
         col.category_weights = noisy.tolist()
-        col.null_fraction = _fraction(max(noisy_null, 0.0), float(noisy.sum()))
-        accountant.spend_gaussian(f"marginal:{cspec.name}", rho, column=cspec.name)
+        col.null_fraction = _fraction(noisy_null, float(noisy.sum()))
         return col
-    found = dp_discover_categories(series.dropna().tolist(), rho, delta, rng)
-    accountant.spend_thresholded(
-        f"categories:{cspec.name}", rho, delta, column=cspec.name, released=len(found)
-    )
+    found, released_null = dp_discover_categories(
+        series.dropna().tolist(), rho=rho, delta=delta, accountant=accountant, rng=rng,
+        name=f"categories:{cspec.name}", null_count=null_count, column=cspec.name,
+    )  # fmt: skip
+    noisy_null = max(released_null, 0.0) if released_null is not None else 0.0
     if not found:
         raise SourceTableError(
             f"table {table!r}, column {cspec.name!r}: DP category discovery released no category "
@@ -476,7 +486,7 @@ def _fit_categorical(
     col.category_weights = [max(found[v], 0.0) for v in ordered]
     col.has_other = True
     # NULL is a known key of the same Gaussian mechanism (always released, never thresholded)
-    col.null_fraction = _fraction(max(noisy_null, 0.0), float(sum(col.category_weights)))
+    col.null_fraction = _fraction(noisy_null, float(sum(col.category_weights)))
     return col
 
 

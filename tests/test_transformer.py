@@ -10,6 +10,7 @@ import pytest
 
 from synth_core.errors import SourceTableError
 from synth_core.privacy import PrivacyAccountant, PrivacyBudget
+from synth_core.privacy_audit import RecordingAccountant, observed_sensitivities
 from synth_core.spec import TableSpec
 from synth_core.transformer import fit_transformer_under_dp
 
@@ -114,6 +115,57 @@ def test_every_estimate_is_charged_and_composes_within_budget() -> None:
     total_rho = sum(s.details["rho"] for s in acc.spends)
     assert total_rho == pytest.approx(acc.preprocessing_rho)
     assert acc.epsilon() < 1.0
+
+
+def test_the_fit_draws_noise_only_through_declared_releases() -> None:
+    """With the accountant's noise switched off, the fitted state no longer depends on the rng:
+    every noisy quantity the fit keeps came out of a declared, charged release (a NULL count
+    noised on the side, outside the accountant, would still vary with the rng)."""
+    frame, spec = _mixed_frame(n=500)
+    fits = [
+        fit_transformer_under_dp(
+            frame, spec, RecordingAccountant(noiseless=True, preprocessing_rho=1.0), np.random.default_rng(s)
+        )
+        for s in (0, 1)
+    ]
+    assert fits[0].to_dict() == fits[1].to_dict()
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"amount": 30.0, "count": 7, "color": "red", "flag": True, "maybe": False},
+        {"amount": 5.0, "count": None, "color": None, "flag": False, "maybe": None},
+        {"amount": 1e9, "count": 60, "color": "zzz-new-value", "flag": True, "maybe": True},
+    ],
+    ids=["typical", "nulls", "extreme-and-new"],
+)
+def test_every_release_moves_by_at_most_its_declared_sensitivity(row: dict[str, object]) -> None:
+    """Noise off, a table and the same table plus one row: every released vector (row count,
+    ranges, histograms with their NULL cell, marginals, discovery) moves by at most the L2
+    sensitivity it was charged for. A non-NULL count released beside a histogram under its
+    charge moves by √2 and fails here."""
+    frame, spec = _mixed_frame(n=500)
+    extra = {
+        "id": 10_000,
+        "when": pd.Timestamp("2021-06-01"),
+        "stamp": pd.Timestamp("2024-02-01", tz="UTC"),
+        "ignored": "x",
+        **row,
+    }
+    plus = pd.concat(
+        [frame, pd.DataFrame({k: pd.array([v], dtype=frame[k].dtype) for k, v in extra.items()})],
+        ignore_index=True,
+    )
+    sides = []
+    for table in (frame, plus):
+        acc = RecordingAccountant(noiseless=True, preprocessing_rho=1.0)
+        fit_transformer_under_dp(table, spec, acc, np.random.default_rng(0))
+        sides.append(acc.recorded)
+    checked = observed_sensitivities(*sides)
+    assert {name for name, _, _ in checked} >= {"row_count", "quantiles:count", "categories:color"}
+    for name, moved, declared in checked:
+        assert moved <= declared + 1e-9, (name, moved, declared)
 
 
 def test_point_mass_survives_the_round_trip(adult_frame, adult_spec) -> None:  # type: ignore[no-untyped-def]
