@@ -349,23 +349,21 @@ def check_spec_limits(spec: TableSpec) -> None:
             )
 
 
-def check_category_domain(table: str, column: str, categories: Iterable[Any] | None) -> None:
+def check_category_domain(table: str | None, column: str, categories: Iterable[Any] | None) -> None:
     """A public category domain of at most :data:`MAX_CATEGORIES` values of at most
     :data:`MAX_CATEGORY_CHARS` characters each (:class:`SpecError` naming the column)."""
     if categories is None:
         return
+    where = f"table {table!r}, column {column!r}" if table is not None else f"column {column!r}"
     values = categories if isinstance(categories, list | tuple) else list(categories)
     if len(values) > MAX_CATEGORIES:
         raise SpecError(
-            f"table {table!r}, column {column!r}: a public domain of {len(values)} categories, more than "
-            f"{MAX_CATEGORIES} (declare the column 'id' or 'drop' instead)"
+            f"{where}: a public domain of {len(values)} categories, more than {MAX_CATEGORIES} "
+            "(declare the column 'id' or 'drop' instead)"
         )
     for value in values:
         if isinstance(value, str) and len(value) > MAX_CATEGORY_CHARS:
-            raise SpecError(
-                f"table {table!r}, column {column!r}: a public category is longer than "
-                f"{MAX_CATEGORY_CHARS} characters"
-            )
+            raise SpecError(f"{where}: a public category is longer than {MAX_CATEGORY_CHARS} characters")
 
 
 def check_rule_size(table: str, rule: Any, expr: Any) -> None:

@@ -7,6 +7,11 @@ privacy and charged to the release's budget (see :mod:`synth_core.transformer`).
 
 Specs are read from YAML (the reviewed, versioned form) or inferred from a warehouse table's
 catalog (column names and SQL types only: inference never reads rows).
+
+A spec is hostile input: its table, column and target names obey the identifier rule, and its
+sizes (columns, public category domains, rules) stay within the limits of
+:mod:`synth_core.boundary` — checked when the spec is built, so before any row is read or any
+budget is reserved. Sizes of raw YAML are checked before the parts are built.
 """
 
 from __future__ import annotations
@@ -21,7 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from synth_core.errors import SpecError
+from synth_core.boundary import (
+    MAX_COLUMNS,
+    MAX_RULES,
+    check_category_domain,
+    check_identifier,
+    check_rule_size,
+    check_spec_limits,
+    check_table_name,
+    describe,
+)
+from synth_core.errors import ParameterError, SpecError
 from synth_core.rules import Rule
 
 if TYPE_CHECKING:
@@ -82,9 +97,11 @@ class ColumnSpec:
     description: str | None = None
 
     def __post_init__(self) -> None:
+        try:
+            check_identifier(self.name, "column")
+        except ParameterError as exc:
+            raise SpecError(str(exc)) from None
         where = f"column {self.name!r}"
-        if not self.name:
-            raise SpecError("a column has an empty name")
         if self.bounds is not None:
             if self.kind not in (ColumnKind.NUMERIC, ColumnKind.INTEGER):
                 raise SpecError(f"{where}: bounds are only for numeric/integer columns, not {self.kind}")
@@ -95,6 +112,7 @@ class ColumnSpec:
         if self.categories is not None:
             if self.kind != ColumnKind.CATEGORICAL:
                 raise SpecError(f"{where}: categories are only for categorical columns, not {self.kind}")
+            check_category_domain(None, self.name, self.categories)
             cats = tuple(self.categories)
             if not cats:
                 raise SpecError(f"{where}: an empty category domain was declared")
@@ -136,8 +154,12 @@ class ColumnSpec:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ColumnSpec:
         if not isinstance(raw, Mapping) or "name" not in raw:
-            raise SpecError(f"each column needs at least a name and a kind, got {raw!r}")
+            raise SpecError(f"each column needs at least a name and a kind, got {describe(raw)}")
         name = str(raw["name"])
+        try:
+            check_identifier(name, "column")
+        except ParameterError as exc:
+            raise SpecError(str(exc)) from None
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(raw) - known
         if unknown:
@@ -151,6 +173,9 @@ class ColumnSpec:
         bounds = raw.get("bounds")
         dtr = raw.get("datetime_range")
         cats = raw.get("categories")
+        if cats is not None and (not isinstance(cats, Sequence) or isinstance(cats, str)):
+            raise SpecError(f"column {name!r}: categories must be a list")
+        check_category_domain(None, name, cats)
         return cls(
             name=name,
             kind=kind,
@@ -187,6 +212,10 @@ class TableSpec:
     def __post_init__(self) -> None:
         if not self.name:
             raise SpecError("the table spec has no table name")
+        try:
+            check_table_name(self.name, "spec table")
+        except ParameterError as exc:
+            raise SpecError(str(exc)) from None
         cols = tuple(self.columns)
         if not cols:
             raise SpecError(f"table {self.name!r}: the spec has no columns")
@@ -218,6 +247,7 @@ class TableSpec:
                 raise SpecError(
                     f"table {self.name!r}, rule {rule.name!r}: columns {missing} are not columns of the synthetic table"
                 )
+        check_spec_limits(self)
 
     # -- access -----------------------------------------------------------------------------------
     @property
@@ -269,14 +299,25 @@ class TableSpec:
         if "table" not in raw or "columns" not in raw:
             raise SpecError("a table spec needs 'table' and 'columns'")
         cols = raw["columns"]
+        table = describe(str(raw["table"]))
         if not isinstance(cols, Sequence) or isinstance(cols, str):
-            raise SpecError(f"table {raw['table']!r}: 'columns' must be a list")
+            raise SpecError(f"table {table}: 'columns' must be a list")
+        if len(cols) > MAX_COLUMNS:
+            raise SpecError(f"table {table}: {len(cols)} columns, more than {MAX_COLUMNS}")
+        rules = raw.get("rules") or ()
+        if not isinstance(rules, Sequence) or isinstance(rules, str):
+            raise SpecError(f"table {table}: 'rules' must be a list")
+        if len(rules) > MAX_RULES:
+            raise SpecError(f"table {table}: {len(rules)} rules, more than {MAX_RULES}")
+        for rule in rules:
+            if isinstance(rule, Mapping):  # a huge expression never reaches the parser
+                check_rule_size(str(raw["table"]), rule.get("name"), rule.get("expr"))
         return cls(
             name=str(raw["table"]),
             columns=tuple(ColumnSpec.from_dict(c) for c in cols),
             target=raw.get("target"),
             description=raw.get("description"),
-            rules=tuple(Rule.from_dict(r) for r in raw.get("rules") or ()),
+            rules=tuple(Rule.from_dict(r) for r in rules),
         )
 
     @classmethod

@@ -28,7 +28,13 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import pandas as pd
 
-from synth_core.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, read_bundle_metadata, read_weights
+from synth_core.bundle import (
+    BUNDLE_FORMAT,
+    BUNDLE_VERSION,
+    check_architecture,
+    read_bundle_metadata,
+    read_weights,
+)
 from synth_core.dp_training import ProgressCallback
 from synth_core.errors import BundleError, ParameterError
 from synth_core.object_store import ObjectStore
@@ -255,12 +261,17 @@ class Synthesizer(ABC):
         """Load any registered generator from bundle bytes."""
         meta = read_bundle_metadata(data)
         state = read_weights(data)
-        synth = get_generator_class(meta["generator"])(**meta["params"])
-        synth.transformer_ = TableTransformer.from_dict(meta["transformer"])
-        synth.privacy_ = meta["privacy"]
-        synth.training_ = meta.get("training", {})
-        synth._restore_model(meta["model_config"], state)
-        return synth
+
+        def restore() -> Synthesizer:
+            synth = get_generator_class(meta["generator"])(**meta["params"])
+            synth.transformer_ = TableTransformer.from_dict(meta["transformer"])
+            synth.privacy_ = meta["privacy"]
+            synth.training_ = meta.get("training", {})
+            synth._restore_model(meta["model_config"], state)
+            return synth
+
+        check_architecture(restore, str(meta["generator"]))  # on the meta device: allocates nothing
+        return restore()
 
     def save(self, uri: str, *, store: ObjectStore | None = None) -> str:
         """Write the bundle to ``uri`` (``file://``, a path, or ``s3://``); returns the URI."""
