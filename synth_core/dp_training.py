@@ -9,6 +9,20 @@ One function, :func:`train_with_dp_sgd`, owns what makes training private:
 * the noise multiplier calibrated so that the release's composed ε (preprocessing + this
   training) meets the target, and the spend recorded in the release's accountant.
 
+**No exact row count.** The sampling rate, the steps per epoch and Opacus's mean reduction come
+from ``row_count``: the transformer's DP row count (``TableTransformer.dp_row_count``, released and
+charged by preprocessing before training) or a public bound, never ``len(data)``. With
+``q = 1 / ceil(row_count / batch_size)`` every row joins every step independently with probability
+``q``, and each step releases ``(Σ_{i ∈ batch} clip(g_i) + N(0, σ²C²)) / (row_count · q)``. For any
+fixed ``q``, ``σ`` and divisor, neighbouring tables (one row added or removed) give exactly the
+sampled Gaussian mechanism that :func:`~synth_core.privacy.sgm_rdp` accounts, whatever their sizes:
+the analysis never uses ``n``. ``q`` and the divisor are functions of the DP count (and public
+configuration), so computing them is post-processing of a release already charged, and dividing by
+a constant does not change the mechanism's privacy. Were they computed from the exact ``n``, the
+step size and ``expected_batch_size`` would publish ``n`` itself (the bundle and the shareable report
+record both). The DP count's noise only shifts the effective learning rate a little
+(``E|batch| = n·q`` against the divisor ``row_count·q``).
+
 ``grad_sample_mode="ghost"`` (fast gradient clipping) is the default: Opacus returns a wrapped
 criterion that must be used, with per-sample losses (``reduction="none"`` inside, "mean" outside).
 Models must not use BatchNorm (it mixes samples); LayerNorm is fine.
@@ -103,6 +117,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def poisson_steps_per_epoch(row_count: float, batch_size: int) -> int:
+    """Steps per epoch ``S = max(1, ceil(row_count / batch_size))``; the sampling rate is ``q = 1/S``.
+
+    ``row_count`` is the DP row count (or a public bound), never the exact number of rows.
+    """
+    return max(1, math.ceil(float(row_count) / batch_size))
+
+
 class _Rows(torch.utils.data.Dataset[tuple[torch.Tensor]]):
     """The private rows, fetched a whole batch at a time (one tensor index per step)."""
 
@@ -140,20 +162,23 @@ def _as_batch(rows: Any) -> tuple[torch.Tensor]:
     return (rows,)
 
 
-class _WorkerPoissonBatchSampler(torch.utils.data.Sampler[list[int]]):
-    """One worker's Poisson sampling of its share of the rows, for multi-process DP-SGD.
+class _PoissonBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Poisson sampling at a given rate ``q`` (one process, or one worker's share of the rows).
 
-    Row ``i`` belongs to worker ``i mod N`` (a data-independent split); each step, every row of the
-    share joins the batch independently with the **global** rate ``q``, drawn from this worker's own
-    OS entropy. Exactly ``steps`` batches per epoch on every worker, empty ones included (Opacus's
-    distributed sampler drops those, which would put the workers' collectives out of step).
+    Row ``i`` belongs to worker ``i mod N`` (a data-independent split; one process: every row);
+    each step, every row of the share joins the batch independently with the **global** rate ``q``,
+    drawn from a generator seeded with ``seed`` (OS entropy: :func:`secret_seed`, or a worker's own
+    :func:`local_secret_seed`). Exactly ``steps`` batches per epoch, empty ones included (Opacus's
+    distributed sampler drops those, which would put the workers' collectives out of step). ``q``
+    and ``steps`` are given, not derived from the number of rows (Opacus's own Poisson loader
+    would set ``q = 1/ceil(n/B)`` from the exact ``n``).
     """
 
-    def __init__(self, n: int, sample_rate: float, steps: int, rank: int, world_size: int) -> None:
+    def __init__(self, n: int, sample_rate: float, steps: int, rank: int, world_size: int, seed: int) -> None:
         self.indices = torch.arange(rank, n, world_size)
         self.sample_rate = sample_rate
         self.steps = steps
-        self.generator = torch.Generator().manual_seed(local_secret_seed())
+        self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return self.steps
@@ -197,6 +222,9 @@ class PrivateTrainer:
         module: the model whose gradients touch private rows (no BatchNorm).
         criterion: per-sample loss module honouring ``reduction`` (``none``/``mean``).
         data: private rows ``(n, d)`` float32.
+        row_count: rows the sampling rate ``q = 1/ceil(row_count / batch_size)``, the steps per epoch
+            and the mean reduction's divisor ``row_count · q`` are computed from: the transformer's
+            DP row count (``transformer_.dp_row_count``) or a public bound, never ``len(data)``.
         accountant: the release's accountant.
         config: hyper-parameters (epochs, expected batch size, lr, clip, mode, device).
         epsilon_target: composed ε the accountant may reach after this trainer (default: the
@@ -215,6 +243,7 @@ class PrivateTrainer:
         accountant: PrivacyAccountant,
         config: DPSGDConfig,
         *,
+        row_count: float,
         epsilon_target: float | None = None,
         planned_steps: int | None = None,
         optimizer_factory: Callable[[Any], torch.optim.Optimizer] | None = None,
@@ -225,8 +254,8 @@ class PrivateTrainer:
         from synth_core.distributed import broadcast_float, current_worker
 
         n = int(data.shape[0])
-        if n < 2:
-            raise ParameterError(f"DP-SGD needs at least 2 rows, got {n}")
+        if not (math.isfinite(row_count) and row_count >= 1):
+            raise ParameterError(f"row_count must be a finite number >= 1, got {row_count!r}")
         self.accountant = accountant
         self.config = config
         self.mechanism_name = mechanism_name
@@ -236,30 +265,22 @@ class PrivateTrainer:
         # ~200k rows/s on one core, slower than the models it feeds)
         tensor = _rows_on(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), self.device)
         pin = self.device.type == "cuda" and tensor.device.type == "cpu"
-        loader: torch.utils.data.DataLoader[Any]
-        if self.worker.distributed:
-            # the single-process loader's number of batches, hence the same q and steps per epoch
-            steps_per_epoch = math.ceil(n / min(config.batch_size, n))
-            loader = torch.utils.data.DataLoader(
-                _Rows(tensor),
-                batch_sampler=_WorkerPoissonBatchSampler(
-                    n, 1.0 / steps_per_epoch, steps_per_epoch, self.worker.rank, self.worker.world_size
-                ),
-                collate_fn=_as_batch,
-                pin_memory=pin,
-            )
-        else:
-            loader = torch.utils.data.DataLoader(
-                _Rows(tensor),
-                batch_size=min(config.batch_size, n),
-                collate_fn=_as_batch,
-                generator=torch.Generator().manual_seed(secret_seed()),
-                pin_memory=pin,
-            )
-        # Opacus samples each row with q = 1/len(loader), len(loader) times per epoch: account exactly that
-        self.steps_per_epoch = len(loader)
+        # q, the steps per epoch and the mean reduction's divisor from the DP (or public) row count,
+        # never from n (see the module docstring); the same on every worker
+        self.row_count = float(row_count)
+        self.steps_per_epoch = poisson_steps_per_epoch(self.row_count, config.batch_size)
         self.sample_rate = 1.0 / self.steps_per_epoch
-        self.expected_batch_size = n * self.sample_rate
+        self.expected_batch_size = self.row_count * self.sample_rate
+        loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(
+            _Rows(tensor),
+            batch_sampler=_PoissonBatchSampler(
+                n, self.sample_rate, self.steps_per_epoch, self.worker.rank, self.worker.world_size,
+                # a worker samples its own share from its own entropy; one process: the run's secret stream
+                local_secret_seed() if self.worker.distributed else secret_seed(),
+            ),
+            collate_fn=_as_batch,
+            pin_memory=pin,
+        )  # fmt: skip
         self.planned_steps = planned_steps or config.epochs * self.steps_per_epoch
         # deterministic given the budget and the plan, so equal on every worker; worker 0's value
         # is broadcast all the same, so that the workers cannot disagree on the noise
@@ -269,8 +290,8 @@ class PrivateTrainer:
             )
         )
         log.info(
-            "DP-SGD (%s): %d rows, expected batch %.0f (q=%.5f), %d steps, noise multiplier %.3f, clip %.2f, device %s%s",
-            mechanism_name, n, self.expected_batch_size, self.sample_rate, self.planned_steps,
+            "DP-SGD (%s): ~%.0f rows (DP count), expected batch ~%.0f (q=%.5f), %d steps, noise multiplier %.3f, clip %.2f, device %s%s",
+            mechanism_name, self.row_count, self.expected_batch_size, self.sample_rate, self.planned_steps,
             self.noise_multiplier, config.max_grad_norm, self.device,
             f", worker {self.worker.rank} of {self.worker.world_size} (DPDDP)" if self.worker.distributed else "",
         )  # fmt: skip
@@ -300,8 +321,8 @@ class PrivateTrainer:
             data_loader=loader,
             noise_multiplier=self.noise_multiplier,
             max_grad_norm=config.max_grad_norm,
-            # multi-process: the loader already Poisson-samples each worker's share (see above)
-            poisson_sampling=not self.worker.distributed,
+            # the loader already Poisson-samples at q (Opacus's own would take q = 1/ceil(n/B))
+            poisson_sampling=False,
             grad_sample_mode=config.grad_sample_mode,
             # only worker 0 adds noise (Opacus's distributed optimizers); its seed is its own
             noise_generator=torch.Generator(device=self.device).manual_seed(
@@ -315,6 +336,9 @@ class PrivateTrainer:
             self.criterion = criterion
         if len(self.loader) != self.steps_per_epoch:
             raise AssertionError(f"Opacus sampler steps/epoch {len(self.loader)} != {self.steps_per_epoch}")
+        # Opacus set the mean reduction's divisor to int(n·q) (per worker: / world size): replace it by
+        # the DP one. A worker divides by its share, then the workers' sums are averaged (DPDDP).
+        self.optimizer.expected_batch_size = self.expected_batch_size / self.worker.world_size
         self.max_physical_batch_size = config.max_physical_batch_size
         if self.max_physical_batch_size is not None:
             from opacus.utils.batch_memory_manager import wrap_data_loader
@@ -420,6 +444,16 @@ class PrivateTrainer:
         )  # fmt: skip
 
 
+def reseed_after_initialisation() -> None:
+    """Re-seed torch's global generator (CPU and CUDA) from the run's secret seed.
+
+    Call it once the model is initialised from the user's seed and before the first draw made per
+    private row (reparameterisation noise, dropout, per-row orders): those draws must not be
+    replayable from a seed written in a DAG file (see :func:`~synth_core.privacy.secret_seed`).
+    """
+    torch.manual_seed(secret_seed())
+
+
 def train_with_dp_sgd(
     model: nn.Module,
     criterion: nn.Module,
@@ -427,7 +461,7 @@ def train_with_dp_sgd(
     accountant: PrivacyAccountant,
     config: DPSGDConfig,
     *,
-    seed: int,
+    row_count: float,
     mechanism_name: str = "dp-sgd",
     progress: ProgressCallback | None = None,
     epsilon_target: float | None = None,
@@ -443,23 +477,33 @@ def train_with_dp_sgd(
         data: private rows, shape ``(n, d)``, float32 (already transformed).
         accountant: the release's accountant; the noise is calibrated against what it already holds.
         config: hyper-parameters.
-        seed: seeds torch's global generator (model initialisation, reparameterisation draws).
-            Poisson sampling and the DP noise use OS entropy (:func:`secret_seed`), never ``seed``.
+        row_count: the DP (or public) row count ``q`` and the mean reduction come from (see
+            :class:`PrivateTrainer`).
         epsilon_target: composed ε to reach after this training (default: the budget's target).
 
+    The caller initialises ``model`` (from the user's seed, if it likes: initialisation is
+    data-independent). Everything drawn during training through torch's global generator (a VAE's
+    reparameterisation noise, dropout) is drawn per private row, so the global generator is
+    re-seeded here from the run's secret seed (:func:`secret_seed`), never from the user's seed:
+    with a public seed, those draws could be replayed and subtracted from what the model learned.
+    Poisson sampling and the DP noise use their own secret generators.
+
     Returns:
-        :class:`TrainingResult` with the calibrated noise multiplier and the composed ε.
+        :class:`TrainingResult` with the calibrated noise multiplier and the composed ε; its
+        ``final_loss`` is the last epoch's mean loss on private rows, un-noised: for logs and
+        tests inside the sensitive zone, never for a bundle or report.
     """
-    torch.manual_seed(seed)
     trainer = PrivateTrainer(
         model,
         criterion,
         data,
         accountant,
         config,
+        row_count=row_count,
         epsilon_target=epsilon_target,
         mechanism_name=mechanism_name,
     )
+    reseed_after_initialisation()
     epoch_loss, epoch_rows, current = 0.0, 0, 1
     loss_value = math.nan
 

@@ -47,7 +47,7 @@ def _train(mode: str, max_physical: int | None, data: np.ndarray) -> tuple[_Reco
     )  # fmt: skip
     # a fixed key makes the Poisson samples and the DP noise repeat between the two runs
     with shared_secret_seeds(b"k" * 32):
-        result = train_with_dp_sgd(model, _PerSampleMSE(), data, accountant, config, seed=0)
+        result = train_with_dp_sgd(model, _PerSampleMSE(), data, accountant, config, row_count=len(data))
     return model, result, accountant.epsilon()
 
 

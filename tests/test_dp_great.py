@@ -176,6 +176,7 @@ def test_private_gradients_are_clipped_and_noised_per_row(
     trainer = PrivateTrainer(
         model, dp_great.MaskedValueLoss(vocab.column_mask()), slots.astype(np.float32), accountant,
         DPSGDConfig(epochs=1, batch_size=200, max_grad_norm=0.5, grad_sample_mode=mode, device="cpu"),
+        row_count=transformer.dp_row_count,
     )  # fmt: skip
     # one row = one whole sequence (every token of the row) through the real model and loss
     pairs, target = dp_great.serialize_batch(

@@ -169,6 +169,7 @@ def test_private_gradients_are_clipped_and_noised(small_private_setup, mode: str
     trainer = PrivateTrainer(
         MAFModule(layout, flow), MAFLoss(), compact, accountant,
         DPSGDConfig(epochs=1, batch_size=500, max_grad_norm=0.5, grad_sample_mode=mode, device="cpu"),
+        row_count=transformer.dp_row_count,
     )  # fmt: skip
     row = torch.from_numpy(compact[:1])
     assert_clipped_and_noised(trainer, lambda: trainer.criterion(trainer.module(row), row))

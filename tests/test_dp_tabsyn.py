@@ -118,12 +118,16 @@ def test_private_gradients_clipped_and_noised_in_both_phases(adult_split, adult_
             **{**TINY, "grad_sample_mode": mode, "vae_max_grad_norm": 0.5, "diffusion_max_grad_norm": 0.7}
         )
         vae = synth._build_vae(matrix.shape[1], n_cont)
-        trainer, loss_fn = synth.vae_trainer(vae, transformer.spans, matrix, accountant, 2.0)
+        trainer, loss_fn = synth.vae_trainer(
+            vae, transformer.spans, matrix, accountant, 2.0, row_count=transformer.dp_row_count
+        )
         row = torch.from_numpy(matrix[:1])
         assert_clipped_and_noised(trainer, lambda row=row, loss_fn=loss_fn: loss_fn(row))
 
         latents = np.random.default_rng(1).standard_normal((len(rows), 8)).astype(np.float32)
-        trainer, loss_fn = synth.diffusion_trainer(synth._build_denoiser(), latents, accountant)
+        trainer, loss_fn = synth.diffusion_trainer(
+            synth._build_denoiser(), latents, accountant, row_count=transformer.dp_row_count
+        )
         one = torch.from_numpy(latents[:1])
         assert_clipped_and_noised(trainer, lambda one=one, loss_fn=loss_fn: loss_fn(one))
         # the K noise draws of a row ride in one example: Opacus sees a single per-sample gradient

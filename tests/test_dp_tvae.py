@@ -131,6 +131,7 @@ def test_private_gradients_are_clipped_and_noised(adult_split, adult_spec) -> No
         trainer = PrivateTrainer(
             TVAEModule(matrix.shape[1], n_cont, 8, [32]), TVAELoss(transformer.spans, 2.0), matrix, accountant,
             DPSGDConfig(epochs=1, batch_size=500, max_grad_norm=0.5, grad_sample_mode=mode, device="cpu"),
+            row_count=transformer.dp_row_count,
         )  # fmt: skip
         row = torch.from_numpy(matrix[:1])
         assert_clipped_and_noised(

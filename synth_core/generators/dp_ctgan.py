@@ -589,9 +589,11 @@ class DPCTGANTraining:
     generator steps' draws; per-unit draws (see the module docstring), DP noise and Poisson
     sampling use OS entropy.
 
-    ``poisson_batch_size`` overrides the critic's expected Poisson batch (the ensemble sets it so
-    that every member has the same sampling rate); the number of packs and the generator's batch
-    always follow the configured ``batch_size``, so they never depend on the data.
+    ``row_count`` is the DP row count the critic's sampling rate ``q = 1/ceil(row_count / batch_size)``
+    and mean reduction come from (default: the transformer's ``dp_row_count``; the ensemble passes
+    its share, ``dp_row_count / k``, so every member has the same ``q``), never the exact number of
+    rows. The number of packs and the generator's batch follow the configured ``batch_size``, so
+    they never depend on the data.
     """
 
     def __init__(
@@ -603,7 +605,7 @@ class DPCTGANTraining:
         *,
         seed: int,
         mechanism_name: str = "dp-ctgan-critic",
-        poisson_batch_size: int | None = None,
+        row_count: float | None = None,
     ) -> None:
         torch.manual_seed(seed)
         self.transformer = transformer
@@ -612,7 +614,7 @@ class DPCTGANTraining:
         self.batch_size = int(params["batch_size"])
         self.config = DPSGDConfig(
             epochs=int(params["epochs"]),
-            batch_size=int(poisson_batch_size or self.batch_size),
+            batch_size=self.batch_size,
             learning_rate=float(params["discriminator_lr"]),
             max_grad_norm=float(params["max_grad_norm"]),
             grad_sample_mode="ew",  # no hooks: the per-unit gradients are computed in closed form
@@ -634,6 +636,7 @@ class DPCTGANTraining:
         d_lr = float(params["discriminator_lr"])
         self.trainer = PrivateTrainer(
             self.critic, criterion, matrix, accountant, self.config, mechanism_name=mechanism_name,
+            row_count=transformer.dp_row_count if row_count is None else row_count,
             optimizer_factory=lambda ps: torch.optim.Adam(ps, lr=d_lr, betas=ADAM_BETAS, weight_decay=decay),
         )  # fmt: skip
         self.device = self.trainer.device
@@ -789,7 +792,6 @@ class DPCTGANTraining:
             "sample_rate": result.sample_rate,
             "steps_charged": result_steps(trainer.accountant, self.mechanism_name),
             "epochs_run": stopped_at if stopped_at is not None else epochs,
-            "final_critic_loss": loss_value,
             "seconds": result.seconds,
             "device": result.device,
             "per_sample_gradients": "closed form (WGAN-GP incl. penalty) -> Opacus DPOptimizer clip + noise",
@@ -810,12 +812,12 @@ def train_dp_ctgan(
     mechanism_name: str = "dp-ctgan-critic",
     early_stopping: EarlyStopping | None = None,
     diversity: Diversity | None = None,
-    poisson_batch_size: int | None = None,
+    row_count: float | None = None,
 ) -> CTGANRun:
     """Train one DP-CTGAN on ``matrix`` ``(n, d)``: :class:`DPCTGANTraining` built and run."""
     training = DPCTGANTraining(
         matrix, transformer, accountant, params, seed=seed, mechanism_name=mechanism_name,
-        poisson_batch_size=poisson_batch_size,
+        row_count=row_count,
     )  # fmt: skip
     return training.run(progress, early_stopping=early_stopping, diversity=diversity)
 

@@ -11,8 +11,8 @@ its own :class:`~synth_core.dp_training.PrivateTrainer`.
 preprocessing spends, so every member's noise is calibrated for the whole release) and
 ``join_parallel``, which charges the release the pointwise maximum of the members' RDP curves: by
 parallel composition, mechanisms on disjoint subsets cost the max, not the sum. All members get the
-same sampling rate (per-member Poisson batch ``ceil(n_m / S)`` for a common ``S`` steps per epoch),
-the same planned steps and hence the same calibrated noise, so their RDP curves coincide and the
+same sampling rate ``q = 1/ceil((N̂/k) / batch_size)`` from the DP row count ``N̂`` (a member expects
+``N̂/k`` rows; the exact subset sizes are never used), the same planned steps and hence the same calibrated noise, so their RDP curves coincide and the
 release's ε is exactly a member's ε (with different curves the pointwise max could exceed every
 member's own ε).
 
@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from synth_core.dp_training import ProgressCallback
+from synth_core.dp_training import ProgressCallback, poisson_steps_per_epoch
 from synth_core.errors import ParameterError
 from synth_core.generators.base import Synthesizer, register_generator
 from synth_core.generators.dp_ctgan import (
@@ -69,21 +69,6 @@ from synth_core.privacy import PrivacyAccountant, secret_seed
 
 #: synthetic rows used to score a trained member and estimate its marginal error vector
 _SCORE_ROWS = 5_000
-
-
-def common_batches(sizes: list[int], batch_size: int) -> tuple[int, list[int]]:
-    """Steps per epoch ``S`` and per-member Poisson batches ``B_m`` with ``ceil(n_m / B_m) == S``.
-
-    Equal ``S`` means equal sampling rates ``q = 1/S`` (Opacus's rate) for every member. ``S`` is
-    the value closest to ``ceil(min(sizes) / batch_size)`` for which every member has such a
-    batch (one exists when ``[n_m / S, n_m / (S − 1))`` holds an integer; always for ``S = 1``).
-    """
-    target = max(1, math.ceil(min(sizes) / batch_size))
-    for steps in sorted(range(1, 2 * target + 1), key=lambda s: (abs(s - target), s)):
-        batches = [max(1, math.ceil(n / steps)) for n in sizes]
-        if all(math.ceil(n / b) == steps for n, b in zip(sizes, batches, strict=True)):
-            return steps, batches
-    raise AssertionError("unreachable: one step per epoch always works")  # pragma: no cover
 
 
 @register_generator
@@ -194,11 +179,15 @@ class DPCTGANEnsembleSynthesizer(Synthesizer):
         # disjoint subsets: each row joins one member, i.i.d. uniform, from OS entropy
         member_of = np.random.default_rng(secret_seed()).integers(0, k, size=matrix.shape[0])
         subsets = [matrix[member_of == m] for m in range(k)]
-        if min(s.shape[0] for s in subsets) < 2:
-            raise ParameterError(f"n_members={k} is too many for this table: a member got fewer than 2 rows")
-        steps_per_epoch, batches = common_batches(
-            [s.shape[0] for s in subsets], int(self.params["batch_size"])
-        )
+        # a member's expected rows from the DP row count (never the exact subset sizes): the same
+        # for every member, hence the same q, steps and noise
+        member_rows = transformer.dp_row_count / k
+        if member_rows < 2:
+            raise ParameterError(
+                f"n_members={k} is too many for this table: a member would expect fewer than 2 rows "
+                "(by the DP row count)"
+            )
+        steps_per_epoch = poisson_steps_per_epoch(member_rows, int(self.params["batch_size"]))
         epochs = int(self.params["epochs"])
         stopping = EarlyStopping(
             patience=int(self.params["patience"]),
@@ -220,7 +209,7 @@ class DPCTGANEnsembleSynthesizer(Synthesizer):
                 progress=_tagged(progress, m, k), mechanism_name=f"dp-ctgan-critic[{m}]",
                 early_stopping=stopping,
                 diversity=Diversity(float(self.params["diversity_weight"]), previous),
-                poisson_batch_size=batches[m],
+                row_count=member_rows,
             )  # fmt: skip
             gen = torch.Generator().manual_seed(seed + 1000 + m)
             rows = _generate(run.generator, conditions, layout, _SCORE_ROWS, gen)

@@ -14,8 +14,10 @@ language model on those sentences, and samples rows by generating sentences. Her
   and a sampled bin token is decoded to a value drawn within the bin (post-processing).
 * **Serialization.** A row of ``C`` modelled columns in the random order ``π`` is the sentence
   ``<bos> col(π1) val(π1) col(π2) val(π2) ... col(πC) val(πC)`` ("column is value", with
-  column-specific value tokens). The order is drawn uniformly per row and per visit (data
-  independent, so no privacy matter: it comes from ``seed``). To halve the compute, position ``j``
+  column-specific value tokens). The order is drawn uniformly per row and per visit, from the
+  run's secret seed (:func:`~synth_core.privacy.secret_seed`), never from ``seed``: how many
+  orders a step draws depends on its Poisson batch, so a public stream would tie every later
+  order (and the model) to the batch sizes. ``seed`` fixes initialisation only. To halve the compute, position ``j``
   of the model's input carries two tokens, embeddings summed: the previous value ``val(π(j-1))``
   (``<bos>`` first) and the next column ``col(πj)``; the model sees exactly the prefix of the
   interleaved sentence before each value, in ``C`` positions instead of ``2C``. Only value tokens
@@ -63,10 +65,10 @@ from scipy.special import ndtr, ndtri
 from torch import nn
 from torch.nn import functional as F
 
-from synth_core.dp_training import DPSGDConfig, PrivateTrainer, ProgressCallback
+from synth_core.dp_training import DPSGDConfig, PrivateTrainer, ProgressCallback, reseed_after_initialisation
 from synth_core.errors import ParameterError
 from synth_core.generators.base import Synthesizer, register_generator
-from synth_core.privacy import PrivacyAccountant, PrivacyBudget
+from synth_core.privacy import PrivacyAccountant, PrivacyBudget, secret_seed
 from synth_core.spec import ColumnKind, TableSpec
 from synth_core.transformer import ColumnTransform, TableTransformer
 
@@ -595,7 +597,10 @@ class DPGreatSynthesizer(Synthesizer):
         if self.params["pretrained_path"] is not None:
             lm = _LocalLM.from_checkpoint(str(self.params["pretrained_path"]), vocab)
             physical = int(self.params["physical_batch_size"] or PRETRAINED_PHYSICAL_BATCH)
-            facts = lm.fit(slots, accountant, self.dp_config, physical, seed=seed, progress=progress)
+            facts = lm.fit(
+                slots, accountant, self.dp_config, physical,
+                row_count=self.transformer_.dp_row_count, progress=progress,
+            )  # fmt: skip
             self.lm_ = lm
             return facts
         p = self.params
@@ -608,10 +613,15 @@ class DPGreatSynthesizer(Synthesizer):
             int(p["d_ff"]),
         )
         criterion = MaskedValueLoss(vocab.column_mask())
-        trainer = PrivateTrainer(model, criterion, slots.astype(np.float32), accountant, self.dp_config)
+        trainer = PrivateTrainer(
+            model, criterion, slots.astype(np.float32), accountant, self.dp_config,
+            row_count=self.transformer_.dp_row_count,
+        )  # fmt: skip
+        reseed_after_initialisation()
         starts = torch.from_numpy(vocab.value_start).to(trainer.device)
         criterion.to(trainer.device)
-        orders = torch.Generator().manual_seed(seed + 1)
+        # column orders are drawn per private row: from the run's secret seed, never the user's
+        orders = torch.Generator().manual_seed(secret_seed())
         epochs = int(p["epochs"])
         physical = int(p["physical_batch_size"] or 1 << 62)
         epoch_loss, epoch_rows, current, loss_value = 0.0, 0, 1, math.nan
@@ -627,14 +637,13 @@ class DPGreatSynthesizer(Synthesizer):
         trainer.log_epoch(current, epochs, loss_value, progress)
         result = trainer.finish()
         self.model_ = model.to("cpu").eval()
+        # no training loss and no exact row count in the bundle: un-noised statistics of private rows
         return {
             "noise_multiplier": result.noise_multiplier,
             "sample_rate": result.sample_rate,
             "steps": result.steps,
-            "final_loss": loss_value,
             "seconds": result.seconds,
             "device": result.device,
-            "rows": int(matrix.shape[0]),
             "vocab_size": vocab.size,
             "parameters": sum(int(t.numel()) for t in model.parameters()),
         }
@@ -859,12 +868,16 @@ class _LocalLM:
         config: DPSGDConfig,
         physical: int,
         *,
-        seed: int,
+        row_count: float,
         progress: ProgressCallback | None,
     ) -> dict[str, Any]:
         wrapper = _HFWrapper(self.lm)
-        trainer = PrivateTrainer(wrapper, TokenNLLLoss(), slots.astype(np.float32), accountant, config)
-        rng = np.random.default_rng(seed + 1)  # column orders: data independent
+        trainer = PrivateTrainer(
+            wrapper, TokenNLLLoss(), slots.astype(np.float32), accountant, config, row_count=row_count
+        )
+        # dropout of the checkpoint and the column orders are drawn per private row: secret seeds
+        reseed_after_initialisation()
+        rng = np.random.default_rng(secret_seed())
         epoch_loss, epoch_rows, current, loss_value = 0.0, 0, 1, math.nan
         for epoch, batch in trainer.batches(config.epochs):
             if epoch != current:
@@ -885,10 +898,8 @@ class _LocalLM:
             "noise_multiplier": result.noise_multiplier,
             "sample_rate": result.sample_rate,
             "steps": result.steps,
-            "final_loss": loss_value,
             "seconds": result.seconds,
             "device": result.device,
-            "rows": int(slots.shape[0]),
             "pretrained": True,
         }
 

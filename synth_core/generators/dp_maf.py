@@ -574,8 +574,9 @@ class DPMAFSynthesizer(Synthesizer):
         model = self._build(orders, slot_masses(transformer))
         compact = model.layout.compact(matrix)
         result = train_with_dp_sgd(
-            model, MAFLoss(), compact, accountant, self.dp_config, seed=seed, progress=progress
-        )
+            model, MAFLoss(), compact, accountant, self.dp_config,
+            row_count=transformer.dp_row_count, progress=progress,
+        )  # fmt: skip
         self.model_ = model.eval()
         self.diagnostics_ = (
             _release_residual_histograms(model, compact, pairs, diag_rho) if diag_rho > 0 else None

@@ -63,7 +63,14 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.nn import functional as F
 
-from synth_core.dp_training import DPSGDConfig, PrivateTrainer, ProgressCallback, resolve_device
+from synth_core.dp_training import (
+    DPSGDConfig,
+    PrivateTrainer,
+    ProgressCallback,
+    poisson_steps_per_epoch,
+    reseed_after_initialisation,
+    resolve_device,
+)
 from synth_core.errors import ParameterError
 from synth_core.generators.base import Synthesizer, check_float, check_int, register_generator
 from synth_core.privacy import PrivacyAccountant, secret_seed
@@ -145,11 +152,6 @@ def budget_targets(accountant: PrivacyAccountant, shares: list[float]) -> list[f
             "declare more bounds/domains public or lower preprocessing_fraction"
         )
     return [eps_pre + float(s) * gap for s in np.cumsum(shares)]
-
-
-def steps_per_epoch(rows: int, batch_size: int) -> int:
-    """Poisson steps per epoch exactly as :class:`PrivateTrainer` derives them (``q = 1/steps``)."""
-    return math.ceil(rows / min(batch_size, rows))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -491,7 +493,8 @@ class DPTableGANSynthesizer(Synthesizer):
         p = self.params
         started = time.monotonic()
         spans = self.transformer_.spans
-        n, d = matrix.shape
+        d = int(matrix.shape[1])
+        rows = self.transformer_.dp_row_count  # q and the divisors: the DP count, never the exact n
         label = self.label_span(self.transformer_)
         use_info = float(p["info_weight"]) > 0
         shares = [float(p["classifier_budget_share"]) if label else 0.0]
@@ -500,19 +503,20 @@ class DPTableGANSynthesizer(Synthesizer):
         torch.manual_seed(seed)
         device = resolve_device(str(p["device"]))
         batch = int(p["batch_size"])
-        facts: dict[str, Any] = {"rows": int(n), "side": side_for(d)}
+        # no exact row count and no loss on private rows in these facts: they go into the bundle
+        facts: dict[str, Any] = {"side": side_for(d)}
 
         # phase 1: the classifier, on real rows, under its own DP-SGD
         classifier: ConvDiscriminator | None = None
         if label is not None:
             classifier = ConvDiscriminator(d, int(p["channels"]), int(p["feature_dim"]), label.width)
             facts["classifier"] = self._train_classifier(
-                classifier, label, matrix, accountant, eps_after_classifier, progress
+                classifier, label, matrix, accountant, eps_after_classifier, progress, row_count=rows
             )
             classifier.requires_grad_(False)
 
         # phase 2 (recorded up front): the information loss's real-side statistics
-        per_epoch = steps_per_epoch(n, batch)
+        per_epoch = poisson_steps_per_epoch(rows, batch)
         planned = int(p["epochs"]) * per_epoch
         q = 1.0 / per_epoch
         stats: PrivateFeatureStatistics | None = None
@@ -520,19 +524,20 @@ class DPTableGANSynthesizer(Synthesizer):
             sigma = accountant.calibrate_noise_multiplier(q, planned, epsilon=eps_after_info)
             accountant.spend_sgd(
                 "dp_tablegan:information-statistics", q, sigma, planned,
-                sensitivity=1.0, expected_batch_size=q * self.transformer_.dp_row_count,
+                sensitivity=1.0, expected_batch_size=q * rows,
             )  # fmt: skip
-            stats = PrivateFeatureStatistics(matrix, q, sigma, q * self.transformer_.dp_row_count, device)
+            stats = PrivateFeatureStatistics(matrix, q, sigma, q * rows, device)
 
         # phase 3: the GAN; the discriminator's DP-SGD is calibrated to the whole budget
         generator = self._build_generator(d).to(device)
         disc = ConvDiscriminator(d, int(p["channels"]), int(p["feature_dim"]))
         trainer = PrivateTrainer(
             disc, nn.BCEWithLogitsLoss(), matrix, accountant,
-            self._config(int(p["epochs"]), float(p["discriminator_lr"])),
+            self._config(int(p["epochs"]), float(p["discriminator_lr"])), row_count=rows,
             optimizer_factory=lambda ps: torch.optim.Adam(ps, lr=float(p["discriminator_lr"]), betas=(0.5, 0.9)),
             mechanism_name="dp_tablegan:discriminator",
         )  # fmt: skip
+        reseed_after_initialisation()
         g_opt = torch.optim.Adam(generator.parameters(), lr=float(p["generator_lr"]), betas=(0.5, 0.9))
         if classifier is not None:
             classifier.to(device)
@@ -582,7 +587,6 @@ class DPTableGANSynthesizer(Synthesizer):
             "sample_rate": result.sample_rate,
             "steps": result.steps,
             "seconds": result.seconds,
-            "final_loss": d_sum / max(steps, 1),
         }
         if stats is not None:
             facts["information_statistics"] = {
@@ -604,11 +608,13 @@ class DPTableGANSynthesizer(Synthesizer):
         accountant: PrivacyAccountant,
         epsilon_target: float,
         progress: ProgressCallback | None,
+        *,
+        row_count: float,
     ) -> dict[str, Any]:
         epochs = int(self.params["classifier_epochs"])
         trainer = PrivateTrainer(
             classifier, nn.CrossEntropyLoss(), matrix, accountant,
-            self._config(epochs, float(self.params["classifier_lr"])),
+            self._config(epochs, float(self.params["classifier_lr"])), row_count=row_count,
             epsilon_target=epsilon_target, mechanism_name="dp_tablegan:classifier",
         )  # fmt: skip
         current, loss_sum, steps = 1, 0.0, 0
@@ -627,7 +633,6 @@ class DPTableGANSynthesizer(Synthesizer):
             "sample_rate": result.sample_rate,
             "steps": result.steps,
             "seconds": result.seconds,
-            "final_loss": loss_sum / max(steps, 1),
         }
 
     def _generator_loss(

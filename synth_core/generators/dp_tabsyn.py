@@ -53,11 +53,17 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from synth_core.dp_training import DPSGDConfig, PrivateTrainer, ProgressCallback, resolve_device
+from synth_core.dp_training import (
+    DPSGDConfig,
+    PrivateTrainer,
+    ProgressCallback,
+    reseed_after_initialisation,
+    resolve_device,
+)
 from synth_core.errors import ParameterError
 from synth_core.generators.base import Synthesizer, check_int, register_generator
 from synth_core.generators.dp_tvae import TVAELoss, TVAEModule
-from synth_core.privacy import RDP_ORDERS, PrivacyAccountant, secret_seed
+from synth_core.privacy import RDP_ORDERS, PrivacyAccountant
 from synth_core.transformer import Span
 
 log = logging.getLogger("synth_core.training")
@@ -474,11 +480,14 @@ class DPTabSynSynthesizer(Synthesizer):
         matrix: NDArray[np.float32],
         accountant: PrivacyAccountant,
         epsilon_target: float | None,
+        *,
+        row_count: float,
     ) -> tuple[PrivateTrainer, Callable[[torch.Tensor], Any]]:
-        """Phase 1's PrivateTrainer over the private ``matrix`` ``(n, d)`` and its per-batch loss."""
+        """Phase 1's PrivateTrainer over the private ``matrix`` ``(n, d)`` and its per-batch loss
+        (``row_count``: the DP row count ``q`` comes from, see :class:`PrivateTrainer`)."""
         trainer = PrivateTrainer(
             vae, TVAELoss(spans, float(self.params["loss_factor"])), matrix, accountant, self.vae_config,
-            epsilon_target=epsilon_target, mechanism_name=VAE_MECHANISM,
+            row_count=row_count, epsilon_target=epsilon_target, mechanism_name=VAE_MECHANISM,
         )  # fmt: skip
 
         def loss_fn(batch: torch.Tensor) -> Any:
@@ -492,12 +501,15 @@ class DPTabSynSynthesizer(Synthesizer):
         latents: NDArray[np.float32],
         accountant: PrivacyAccountant,
         epsilon_target: float | None = None,
+        *,
+        row_count: float,
     ) -> tuple[PrivateTrainer, Callable[[torch.Tensor], Any]]:
-        """Phase 2's PrivateTrainer over the private rows' latents ``(n, latent_dim)`` and its loss."""
+        """Phase 2's PrivateTrainer over the private rows' latents ``(n, latent_dim)`` and its loss
+        (``row_count`` as for phase 1: one latent per row)."""
         module = DiffusionTrainingModule(denoiser, self.schedule, int(self.params["noise_multiplicity"]))
         trainer = PrivateTrainer(
             module, PerRowMSE(), latents, accountant, self.diffusion_config,
-            epsilon_target=epsilon_target, mechanism_name=DIFFUSION_MECHANISM,
+            row_count=row_count, epsilon_target=epsilon_target, mechanism_name=DIFFUSION_MECHANISM,
         )  # fmt: skip
 
         def loss_fn(batch: torch.Tensor) -> Any:
@@ -537,12 +549,14 @@ class DPTabSynSynthesizer(Synthesizer):
         torch.manual_seed(seed)
         vae = self._build_vae(matrix.shape[1], n_cont)
         denoiser = self._build_denoiser()
-        torch.manual_seed(secret_seed())
-        facts: dict[str, Any] = {"rows": int(matrix.shape[0])}
+        reseed_after_initialisation()
+        # no exact row count and no training loss in these facts (they go into the bundle)
+        facts: dict[str, Any] = {}
+        rows = self.transformer_.dp_row_count
 
         # phase 1: the VAE, under its share of the budget
         eps1 = self.vae_epsilon_target(accountant)
-        trainer, loss_fn = self.vae_trainer(vae, spans, matrix, accountant, eps1)
+        trainer, loss_fn = self.vae_trainer(vae, spans, matrix, accountant, eps1, row_count=rows)
         facts["vae"] = _run_private(trainer, loss_fn, self.vae_config.epochs, progress)
         facts["vae"]["epsilon_target"] = eps1
         vae.to("cpu").eval()
@@ -555,7 +569,7 @@ class DPTabSynSynthesizer(Synthesizer):
         del x, mu
 
         # phase 2: the latent diffusion model, calibrated to the full target
-        trainer, loss_fn = self.diffusion_trainer(denoiser, latents, accountant)
+        trainer, loss_fn = self.diffusion_trainer(denoiser, latents, accountant, row_count=rows)
         facts["diffusion"] = _run_private(trainer, loss_fn, self.diffusion_config.epochs, progress)
         del latents
         denoiser.to("cpu").eval()
@@ -758,7 +772,6 @@ def _run_private(
         "sample_rate": result.sample_rate,
         "steps": result.steps,
         "epsilon_after": result.epsilon,
-        "final_loss": loss_value,
         "seconds": result.seconds,
         "device": result.device,
     }

@@ -36,7 +36,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from synth_core.dp_training import DPSGDConfig, PrivateTrainer, ProgressCallback, resolve_device
+from synth_core.dp_training import (
+    DPSGDConfig,
+    PrivateTrainer,
+    ProgressCallback,
+    reseed_after_initialisation,
+    resolve_device,
+)
 from synth_core.errors import ParameterError
 from synth_core.generators.base import Synthesizer, check_float, check_int, register_generator
 from synth_core.generators.dp_tablegan import (
@@ -276,7 +282,7 @@ class DPTGANSynthesizer(Synthesizer):
         assert self.transformer_ is not None
         p = self.params
         started = time.monotonic()
-        n, d = matrix.shape
+        d = int(matrix.shape[1])
         torch.manual_seed(seed)
         device = resolve_device(str(p["device"]))
         layout: list[tuple[str, int]] = [(s.kind, s.width) for s in self.transformer_.spans]
@@ -286,9 +292,11 @@ class DPTGANSynthesizer(Synthesizer):
         soft = [(start, width, target.to(device)) for start, width, target in soft]
         trainer = PrivateTrainer(
             disc, nn.BCEWithLogitsLoss(), matrix, accountant, self.dp_config(),
+            row_count=self.transformer_.dp_row_count,
             optimizer_factory=lambda ps: torch.optim.Adam(ps, lr=float(p["discriminator_lr"]), betas=(0.5, 0.9)),
             mechanism_name="dp_tgan:discriminator",
         )  # fmt: skip
+        reseed_after_initialisation()
         g_opt = torch.optim.Adam(generator.parameters(), lr=float(p["generator_lr"]), betas=(0.5, 0.9))
         m_fake = max(1, round(trainer.expected_batch_size))
         tau = float(p["gumbel_tau"])
@@ -317,14 +325,15 @@ class DPTGANSynthesizer(Synthesizer):
         trainer.log_epoch(current, epochs, d_sum / max(steps, 1), progress)
         result = trainer.finish()
         self.generator_ = generator.cpu().eval()
+        # no exact row count and no discriminator loss (computed on private rows, un-noised) in these
+        # facts: they go into the bundle. The generator's loss is post-processing of the DP
+        # discriminator and the DP marginal targets.
         return {
-            "rows": int(n),
             "discriminator": {
                 "noise_multiplier": result.noise_multiplier,
                 "sample_rate": result.sample_rate,
                 "steps": result.steps,
                 "seconds": result.seconds,
-                "final_loss": d_sum / max(steps, 1),
             },
             "generator_final_loss": g_sum / max(steps * int(p["generator_steps"]), 1),
             "device": result.device,

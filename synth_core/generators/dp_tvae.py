@@ -32,6 +32,18 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def gumbel_scores(logits: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """``logits`` plus independent standard Gumbel noise ``-log(-log u)``, one uniform per cell.
+
+    Gumbel-max: within every softmax span, the argmax of the scores is one draw from the span's
+    ``softmax(logits)`` (the distribution ``torch.multinomial`` draws from, without its per-row
+    cost); the transformer decodes a span by its argmax. ``u = 0`` gives ``-inf``: never the
+    argmax unless every cell of the span is.
+    """
+    gumbel = torch.from_numpy(rng.random(tuple(logits.shape), dtype=np.float32))
+    return logits - gumbel.log_().neg_().log_()
+
+
 class TVAEModule(nn.Module):
     """VAE over the transformer's matrix.
 
@@ -182,39 +194,38 @@ class DPTVAESynthesizer(Synthesizer):
         torch.manual_seed(seed)
         model = self._build(matrix.shape[1], n_cont)
         criterion = TVAELoss(spans, float(self.params["loss_factor"]))
+        # the reparameterisation noise is drawn per private row: train_with_dp_sgd re-seeds torch's
+        # generator from the run's secret seed after this initialisation
         result = train_with_dp_sgd(
-            model, criterion, matrix, accountant, self.dp_config, seed=seed, progress=progress
-        )
+            model, criterion, matrix, accountant, self.dp_config,
+            row_count=self.transformer_.dp_row_count, progress=progress,
+        )  # fmt: skip
         self.model_ = model.eval()
+        # no training loss and no exact row count: un-noised statistics of the private rows (this
+        # dict goes into the bundle); the DP row count is the transformer's
         return {
             "noise_multiplier": result.noise_multiplier,
             "sample_rate": result.sample_rate,
             "steps": result.steps,
-            "final_loss": result.final_loss,
             "seconds": result.seconds,
             "device": result.device,
-            "rows": int(matrix.shape[0]),
         }
 
     @torch.no_grad()
     def _sample_matrix(self, n: int, rng: np.random.Generator) -> np.ndarray:
         assert self.model_ is not None and self.transformer_ is not None
-        gen = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
-        z = torch.randn(n, self.model_.latent_dim, generator=gen)
+        z = torch.from_numpy(rng.standard_normal((n, self.model_.latent_dim), dtype=np.float32))
         recon, log_sigma = self.model_.decode(z)
-        out = torch.zeros_like(recon)
-        cont = 0
-        for span in self.transformer_.spans:
-            sl = slice(span.start, span.start + span.width)
-            if span.kind == "continuous":
-                noise = torch.randn(n, generator=gen) * torch.exp(log_sigma[:, cont])
-                out[:, span.start] = recon[:, span.start] + noise
-                cont += 1
-            else:
-                probs = torch.softmax(recon[:, sl], dim=1)
-                picks = torch.multinomial(probs, 1, generator=gen).squeeze(1)
-                out[torch.arange(n), span.start + picks] = 1.0
-        return out.numpy().astype(np.float32)
+        spans = self.transformer_.spans
+        continuous = torch.tensor([s.start for s in spans if s.kind == "continuous"], dtype=torch.long)
+        # softmax spans: Gumbel-perturbed logits (their argmax is the categorical draw)
+        out = gumbel_scores(recon, rng)
+        if continuous.numel():
+            # continuous spans: mean + σ·N(0, 1) (the i-th log-σ belongs to the i-th continuous span)
+            sigma = torch.exp(log_sigma[:, : continuous.numel()])
+            noise = torch.from_numpy(rng.standard_normal(tuple(sigma.shape), dtype=np.float32))
+            out[:, continuous] = recon[:, continuous] + noise * sigma
+        return out.numpy().astype(np.float32, copy=False)
 
     def _model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         assert self.model_ is not None

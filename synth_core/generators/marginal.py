@@ -234,15 +234,6 @@ def remaining_rho(accountant: PrivacyAccountant, *, safety: float = 1e-9) -> flo
     return lo * (1.0 - safety)
 
 
-def exponential_mechanism(
-    scores: NDArray[np.float64], epsilon: float, sensitivity: float, rng: np.random.Generator
-) -> int:
-    """Index drawn with probability ∝ ``exp(ε·score / (2·sensitivity))`` (ε-DP, ε²/8-zCDP)."""
-    logits = 0.5 * epsilon / max(sensitivity, 1e-12) * scores
-    probs = np.exp(logits - logsumexp(logits))
-    return int(rng.choice(scores.size, p=probs / probs.sum()))
-
-
 # ------------------------------------------------------------------------------------------------
 # the model's measurements, domain compression and the sampling chain
 
@@ -320,10 +311,27 @@ class SamplingChain:
             sums = table.sum(axis=1, keepdims=True)
             fallback = marginal.astype(np.float64) / max(float(marginal.sum()), 1e-300)
             table = np.where(sums > 0, table / np.where(sums > 0, sums, 1.0), fallback)
-            cdf = np.cumsum(table, axis=1)
-            u = rng.random(n) * cdf[row, -1]
-            out[:, col] = np.minimum((u[:, None] >= cdf[row]).sum(axis=1), k - 1)
+            out[:, col] = _inverse_cdf_draws(np.cumsum(table, axis=1), row, rng.random(n))
         return out
+
+
+def _inverse_cdf_draws(
+    cdf: NDArray[np.float64], row: NDArray[np.int64], uniforms: NDArray[np.float64]
+) -> NDArray[np.int64]:
+    """Per draw ``i``, the number of entries of ``cdf[row[i]]`` at or below
+    ``uniforms[i] · cdf[row[i], -1]`` (at most ``k - 1``): an inverse-CDF draw from row ``row[i]``
+    of the ``(rows, k)`` cumulative table, by one binary search over all rows at once.
+
+    Row ``r`` is normalised to end at 1 and shifted by ``r``, so the flattened table increases
+    across rows and ``r + u`` falls inside row ``r``; a row of total 0 draws ``k - 1``.
+    """
+    rows, k = cdf.shape
+    total = cdf[:, -1:]
+    normalised = np.where(total > 0, cdf / np.where(total > 0, total, 1.0), 0.0)
+    normalised[:, -1] = 1.0
+    flat = (normalised + np.arange(rows, dtype=np.float64)[:, None]).ravel()
+    picks = np.searchsorted(flat, row + uniforms, side="right") - row * k
+    return np.minimum(picks, k - 1)
 
 
 def sampling_chain(mbi: Any, model: Any, names: list[str]) -> SamplingChain:
@@ -475,14 +483,24 @@ class MarginalSynthesizer(Synthesizer):
         self,
         mbi: Any,
         data: Marginals,
-        clique: tuple[str, ...],
+        cliques: list[tuple[str, ...]],
         sigma: float,
+        accountant: PrivacyAccountant,
         rng: np.random.Generator,
-    ) -> tuple[Any, NDArray[np.float64]]:
-        """A Gaussian measurement (σ, L2 sensitivity 1) of ``clique``; returns (measurement, y)."""
-        x = data.counts(clique)
-        y = x + rng.normal(0.0, sigma, size=x.size)
-        return mbi.LinearMeasurement(y, clique, stddev=sigma), y
+        name: str,
+    ) -> list[Any]:
+        """One Gaussian release (σ per cell) of the marginals of ``cliques``, together: a row is in
+        one cell of each, so the vector's L2 sensitivity is ``sqrt(len(cliques))``, charged as
+        ``name``. Returns one ``mbi`` measurement per clique."""
+        counts = [data.counts(cl) for cl in cliques]
+        y = accountant.release_gaussian(
+            name, np.concatenate(counts), l2_sensitivity=math.sqrt(len(cliques)), sigma=sigma, rng=rng,
+            marginals=len(cliques),
+        )  # fmt: skip
+        parts = np.split(y, np.cumsum([c.size for c in counts])[:-1])
+        return [
+            mbi.LinearMeasurement(part, cl, stddev=sigma) for part, cl in zip(parts, cliques, strict=True)
+        ]
 
     def _compress(
         self,
@@ -547,7 +565,6 @@ class MarginalSynthesizer(Synthesizer):
         return {
             **facts,
             "rho": rho,
-            "rows": int(matrix.shape[0]),
             "domain": {c.name: c.size for c in self.columns_},
             "compressed_domain": {n: int(m.max()) + 1 for n, m in zip(names, self.maps_, strict=True)},
             "seconds": time.perf_counter() - started,
