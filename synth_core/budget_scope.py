@@ -72,18 +72,24 @@ class BudgetScope:
         keys: ledger keys, e.g. ``"postgresql://host:5432/db/public.people"`` (never credentials);
             stored sorted and unique. A plain table name (an old ledger's key) is one key too.
         privacy_scope: the scope the user declared (its key ``scope:{name}`` is among ``keys``).
+        legacy_keys: the keys a ledger written before scopes existed used for these rows (the
+            spec's table name): the ledger carries their grant and spend over to ``keys`` once,
+            so upgrading never hands out a fresh budget (:meth:`PrivacyLedger.reserve`).
     """
 
     keys: tuple[str, ...]
     privacy_scope: str | None = None
+    legacy_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         keys = tuple(self.keys) if not isinstance(self.keys, str) else (self.keys,)
         if not keys:
             raise ParameterError("a budget scope needs at least one ledger key")
-        for key in keys:
+        for key in keys + tuple(self.legacy_keys):
             _check_key(key)
         object.__setattr__(self, "keys", tuple(sorted(set(keys))))
+        legacy = tuple(sorted(set(self.legacy_keys) - set(keys)))
+        object.__setattr__(self, "legacy_keys", legacy)
 
     @classmethod
     def of(cls, scope: BudgetScope | str) -> BudgetScope:
@@ -180,7 +186,13 @@ def budget_scope(
                 raise ParameterError(
                     f"the ledger cannot determine what table {table!r} reads ({why})"
                 ) from None
-    return BudgetScope(tuple(keys) + extra, privacy_scope=privacy_scope.strip() if privacy_scope else None)
+    # before scopes, the ledger was keyed by the spec's table name as given
+    legacy = (table,) if isinstance(table, str) and table and len(table) <= MAX_KEY_CHARS else ()
+    return BudgetScope(
+        tuple(keys) + extra,
+        privacy_scope=privacy_scope.strip() if privacy_scope else None,
+        legacy_keys=tuple(k for k in legacy if k.isprintable()),
+    )
 
 
 class _Undeterminable(Exception):

@@ -11,7 +11,8 @@ any SQLAlchemy database. Rows are only ever inserted:
 * ``spend``   — settles a reservation with what the run actually spent (0 ≤ spend ≤ reservation);
 * ``release`` — cancels a reservation of a run that failed before it read any private data;
 * ``resample`` — a refresh that re-sampled a saved DP model (no data access): ε = δ = 0, for the
-  audit trail.
+  audit trail;
+* ``carry``   — what an old ledger's plain key had spent, carried over to a new key (see *Keys*).
 
 **Keys.** A budget is keyed by what a run reads, not by what a spec calls it: a
 :class:`~synth_core.budget_scope.BudgetScope` holds one key per source table, the connection identity
@@ -19,11 +20,13 @@ plus the dialect-normalised ``schema.table`` (see :mod:`synth_core.budget_scope`
 ``source_query`` is charged on every table it reads. A reservation over several keys is atomic: every
 key's remaining budget is checked and one ``reserve`` row per key is inserted in one locked
 transaction, or none is. Every method that takes a scope also takes a plain string, which is one
-key: ledgers written before scopes existed (keyed by the spec's table name, e.g. ``adult``) keep
-their entries and budgets under that plain key. Runs now charge the scope's keys instead, which start
-without a grant, so the first run of such a table is refused until a grant is made for its new key
-(``ensure_grant`` with a lifetime budget, or ``dpsynth ledger grant``): carry the old budget over by
-granting the new key what was left under the old name.
+key. **Old ledgers** (written before scopes, keyed by the spec's table name, e.g. ``adult``) keep their
+entries under that plain key; a scope from :func:`~synth_core.budget_scope.budget_scope` names it in
+``legacy_keys``, and the first grant or reservation on the scope carries it over to each new key once,
+in the same locked transaction: its spend (incl. open reservations) as a ``carry`` entry and, where the
+new key has no grant, its grant. So an upgrade neither hands out a fresh budget nor lets a renamed
+spec reach the old one twice; ``status`` and ``check`` already count what would be carried. Spend
+recorded under a plain key *after* the carry (only an old version could write it) is not followed.
 
 Spent = Σ settled spends + Σ open reservations (basic composition across releases: ε's and δ's
 add). Every amount is finite: ε > 0, δ in (0, 1) for grants and reservations, 0 ≤ spend ≤ the
@@ -54,8 +57,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from synth_core.budget_scope import BudgetScope
+from synth_core.budget_scope import BudgetScope, budget_scope
 from synth_core.errors import BudgetExceededError, ParameterError
+
+__all__ = [
+    "BudgetScope",
+    "BudgetStatus",
+    "PrivacyLedger",
+    "Reservation",
+    "budget_scope",  # re-exported: callers build the scope and charge it here
+]
 
 log = logging.getLogger(__name__)
 
@@ -239,29 +250,47 @@ class PrivacyLedger:
 
     @contextlib.contextmanager
     def _locked(self, keys: Sequence[str]) -> Iterator[sa.Connection]:
-        """A transaction holding the ledger lock of every key (taken in sorted order: no deadlock)."""
-        with self.engine.begin() as conn:
-            name = self.engine.dialect.name
-            lock_ids = [
-                int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big", signed=True)
-                for k in sorted(set(keys))
-            ]
+        """A transaction holding the ledger lock of every key (taken in sorted order: no deadlock).
+
+        PostgreSQL's advisory locks end with the transaction, after its commit. MySQL's
+        ``GET_LOCK`` is a session lock: it is taken before the transaction starts (so InnoDB's
+        snapshot is read after the lock) and released only after the commit — releasing it before
+        the commit let a concurrent run read the budget without this run's reservation.
+        """
+        lock_ids = [
+            int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big", signed=True)
+            for k in sorted(set(keys))
+        ]
+        name = self.engine.dialect.name
+        if name not in ("mysql", "mariadb"):
+            with self.engine.begin() as conn:
+                if name == "postgresql":
+                    for lock_id in lock_ids:
+                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_id)))
+                yield conn  # SQLite: BEGIN IMMEDIATE holds the database's write lock
+            return
+        with self.engine.connect() as conn:
             held: list[int] = []
             try:
                 for lock_id in lock_ids:
-                    if name == "postgresql":
-                        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_id)))
-                    elif name in ("mysql", "mariadb"):
-                        got = conn.execute(
-                            sa.text("SELECT GET_LOCK(:k, 60)"), {"k": f"dpsynth:{lock_id}"}
-                        ).scalar()
-                        if got != 1:
-                            raise TimeoutError("could not take the ledger lock within 60 s")
-                        held.append(lock_id)
-                yield conn
+                    got = conn.execute(
+                        sa.text("SELECT GET_LOCK(:k, 60)"), {"k": f"dpsynth:{lock_id}"}
+                    ).scalar()
+                    if got != 1:
+                        raise TimeoutError("could not take the ledger lock within 60 s")
+                    held.append(lock_id)
+                conn.commit()  # the transaction that reads the budget starts after the locks
+                with conn.begin():
+                    yield conn
             finally:
-                for lock_id in reversed(held):
-                    conn.execute(sa.text("SELECT RELEASE_LOCK(:k)"), {"k": f"dpsynth:{lock_id}"})
+                try:
+                    if conn.in_transaction():
+                        conn.rollback()
+                    for lock_id in reversed(held):
+                        conn.execute(sa.text("SELECT RELEASE_LOCK(:k)"), {"k": f"dpsynth:{lock_id}"})
+                    conn.commit()
+                except Exception:
+                    conn.invalidate()  # closing the session releases its locks; never pool it with them
 
     # -- writes ----------------------------------------------------------------------------------
     def grant(
@@ -284,11 +313,13 @@ class PrivacyLedger:
             ParameterError: an amount out of range; a raise without ``allow_raise``; a grant below
                 what a key has spent.
         """
-        keys = BudgetScope.of(scope).keys
+        charged = BudgetScope.of(scope)
+        keys = charged.keys
         _check_positive(epsilon, "lifetime_epsilon")
         _check_delta(delta, "lifetime_delta")
         epsilon, delta = float(epsilon), float(delta)
-        with self._locked(keys) as conn:
+        with self._locked(keys + charged.legacy_keys) as conn:
+            self._carry_legacy(conn, charged)
             notes: dict[str, str | None] = {}
             for key in keys:
                 status = self._status(conn, key)
@@ -330,8 +361,10 @@ class PrivacyLedger:
         An existing grant is never raised or lowered here: changing a lifetime budget is a
         deliberate act (:meth:`grant`), not a side effect of editing a DAG.
         """
-        keys = BudgetScope.of(scope).keys
-        with self._locked(keys) as conn:
+        charged = BudgetScope.of(scope)
+        keys = charged.keys
+        with self._locked(keys + charged.legacy_keys) as conn:
+            self._carry_legacy(conn, charged)
             for key in keys:
                 if self._status(conn, key).lifetime_epsilon is not None:
                     continue
@@ -362,18 +395,19 @@ class PrivacyLedger:
             BudgetExceededError: naming the key, the remaining and the requested ε (or δ).
             ParameterError: an amount out of range.
         """
-        budget_scope = BudgetScope.of(scope)
+        charged = BudgetScope.of(scope)
         _check_positive(epsilon, "epsilon")
         _check_delta(delta, "delta")
         epsilon, delta = float(epsilon), float(delta)
-        if budget_scope.privacy_scope is not None:
-            declared = f"declared privacy scope {budget_scope.privacy_scope!r}"
+        if charged.privacy_scope is not None:
+            declared = f"declared privacy scope {charged.privacy_scope!r}"
             note = f"{declared}; {note}" if note else declared
-        with self._locked(budget_scope.keys) as conn:
-            for key in budget_scope.keys:
+        with self._locked(charged.keys + charged.legacy_keys) as conn:
+            self._carry_legacy(conn, charged)
+            for key in charged.keys:
                 self._refuse_if_over(self._status(conn, key), epsilon, delta)
             reservation_id: int | None = None
-            for key in budget_scope.keys:
+            for key in charged.keys:
                 result = conn.execute(
                     ledger_table.insert().values(
                         source_table=key, entry_type="reserve", epsilon=epsilon, delta=delta, run_id=run_id,
@@ -406,11 +440,9 @@ class PrivacyLedger:
         without a settle: charged in full. :meth:`Reservation.detach` leaves it open on purpose.
         If closing fails too, the reservation stays open, which still counts as spent.
         """
-        budget_scope = BudgetScope.of(scope)
-        reservation_id = self.reserve(
-            budget_scope, epsilon, delta, run_id=run_id, mechanism=mechanism, note=note
-        )
-        handle = Reservation(self, reservation_id, budget_scope, epsilon, delta)
+        charged = BudgetScope.of(scope)
+        reservation_id = self.reserve(charged, epsilon, delta, run_id=run_id, mechanism=mechanism, note=note)
+        handle = Reservation(self, reservation_id, charged, epsilon, delta)
         try:
             yield handle
         except BaseException as exc:
@@ -498,9 +530,67 @@ class PrivacyLedger:
         return _binding(self.statuses(scope))
 
     def statuses(self, scope: Scope) -> list[BudgetStatus]:
-        """The status of every key of ``scope``, in key order."""
+        """The status of every key of ``scope``, in key order (with what its legacy keys would
+        carry over, so a check agrees with the reservation that follows it)."""
+        charged = BudgetScope.of(scope)
         with self.engine.connect() as conn:
-            return [self._status(conn, key) for key in BudgetScope.of(scope).keys]
+            return [
+                self._status(conn, key, carry=self._pending_carries(conn, key, charged))
+                for key in charged.keys
+            ]
+
+    # -- old ledgers -----------------------------------------------------------------------------
+    def _pending_carries(
+        self, conn: sa.Connection, key: str, scope: BudgetScope
+    ) -> list[tuple[str, BudgetStatus]]:
+        """The legacy keys of ``scope`` not yet carried over to ``key``, with their status."""
+        if not scope.legacy_keys:
+            return []
+        query = sa.select(ledger_table.c.note).where(
+            ledger_table.c.source_table == key, ledger_table.c.entry_type == "carry"
+        )
+        carried = {str(row[0]) for row in conn.execute(query)}
+        pending = []
+        for legacy in scope.legacy_keys:
+            if _carry_note(legacy) in carried:
+                continue
+            status = self._status(conn, legacy)
+            if status.lifetime_epsilon is not None or status.spent_epsilon or status.spent_delta:
+                pending.append((legacy, status))
+        return pending
+
+    def _carry_legacy(self, conn: sa.Connection, scope: BudgetScope) -> None:
+        """Carry each legacy key's grant and spend over to every key of ``scope``, once.
+
+        A ledger written before budget scopes keyed a table by the spec's name; its spend is on the
+        same rows, so it counts against the new key (``carry`` entries), and its grant becomes the
+        new key's when that has none (the smallest, if several legacy keys had one).
+        """
+        for key in scope.keys:
+            pending = self._pending_carries(conn, key, scope)
+            if not pending:
+                continue
+            grants = [
+                s for _, s in pending if s.lifetime_epsilon is not None and s.lifetime_delta is not None
+            ]
+            if grants and self._status(conn, key).lifetime_epsilon is None:
+                conn.execute(
+                    ledger_table.insert().values(
+                        source_table=key, entry_type="grant",
+                        epsilon=min(float(s.lifetime_epsilon or 0.0) for s in grants),
+                        delta=min(float(s.lifetime_delta or 0.0) for s in grants),
+                        note="carried over from legacy key(s) " + ", ".join(repr(s.key) for s in grants),
+                        recorded_at=_now(),
+                    )
+                )  # fmt: skip
+            for legacy, status in pending:
+                log.info("ledger key %r: carrying over legacy key %r", key, legacy)
+                conn.execute(
+                    ledger_table.insert().values(
+                        source_table=key, entry_type="carry", epsilon=status.spent_epsilon,
+                        delta=status.spent_delta, note=_carry_note(legacy), recorded_at=_now(),
+                    )
+                )  # fmt: skip
 
     def keys(self) -> list[str]:
         """Every key with an entry, sorted."""
@@ -557,7 +647,10 @@ class PrivacyLedger:
             raise ParameterError(f"ledger reservation {reservation_id} is already settled or released")
 
     @staticmethod
-    def _status(conn: sa.Connection, key: str) -> BudgetStatus:
+    def _status(
+        conn: sa.Connection, key: str, *, carry: Sequence[tuple[str, BudgetStatus]] = ()
+    ) -> BudgetStatus:
+        """``key``'s budget from its entries, plus the ``carry`` not written yet."""
         rows = conn.execute(
             sa.select(
                 ledger_table.c.entry_id,
@@ -572,6 +665,7 @@ class PrivacyLedger:
         grant: tuple[float, float] | None = None
         reserved: dict[int, tuple[float, float]] = {}
         closed: dict[int, tuple[float, float] | None] = {}
+        carried_rows: list[tuple[float, float]] = []
         for row in rows:
             kind, res_id = str(row.entry_type), row.reservation_id
             amount = (_as_float(row.epsilon), _as_float(row.delta))
@@ -590,7 +684,20 @@ class PrivacyLedger:
                 closed.setdefault(int(res_id), amount)
             elif kind == "release" and res_id is not None:
                 closed.setdefault(int(res_id), (0.0, 0.0))
+            elif kind == "carry":
+                carried_rows.append(amount)
         spent_eps = spent_delta = 0.0
+        carried = list(carried_rows) + [(s.spent_epsilon, s.spent_delta) for _, s in carry]
+        for eps, delta in carried:  # a bad carry amount (tampered) leaves nothing to spend
+            ok = math.isfinite(eps) and math.isfinite(delta) and eps >= 0 and delta >= 0
+            spent_eps += eps if ok else math.inf
+            spent_delta += delta if ok else math.inf
+        grants = [s for _, s in carry if s.lifetime_epsilon is not None and s.lifetime_delta is not None]
+        if grant is None and grants:
+            grant = (
+                min(s.lifetime_epsilon or 0.0 for s in grants),
+                min(s.lifetime_delta or 0.0 for s in grants),
+            )
         for res_id, (eps, delta) in reserved.items():
             actual = closed.get(res_id)
             # a spend out of [0, reservation] (older versions accepted NaN and negatives) counts in full
@@ -627,6 +734,10 @@ class PrivacyLedger:
                 f"privacy budget exhausted for {key!r}: remaining delta {max(status.remaining_delta, 0):.3g} "
                 f"of lifetime {status.lifetime_delta:.3g}, this run requests delta {delta:.3g}"
             )
+
+
+def _carry_note(legacy_key: str) -> str:
+    return f"carried over from legacy key {legacy_key!r}"
 
 
 def _binding(statuses: Sequence[BudgetStatus]) -> BudgetStatus:

@@ -320,3 +320,31 @@ def test_a_plain_string_is_one_key_for_old_ledgers(tmp_path: Path) -> None:
     assert ledger.status(BudgetScope(("adult",))).lifetime_epsilon == 3.0
     with pytest.raises(ParameterError):
         BudgetScope(())
+
+
+def test_an_old_ledgers_plain_key_is_carried_over_once_never_a_fresh_budget(
+    sqlite_engine: sa.engine.Engine, tmp_path: Path
+) -> None:
+    ledger = PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.grant("people", 3.0, 1e-5)  # written by a version that keyed by the spec's name
+    ledger.settle(ledger.reserve("people", 2.0, 1e-6, run_id="old"), 2.0, 1e-6)
+    scope = budget_scope(sqlite_engine, table="people")
+    assert scope.legacy_keys == ("people",) and scope.keys != ("people",)
+    status = ledger.status(scope)  # what would be carried already counts in a check
+    assert (status.lifetime_epsilon, status.remaining_epsilon) == (3.0, 1.0)
+    with pytest.raises(BudgetExceededError):
+        ledger.check(scope, 1.5, 1e-6)
+    # ensure_grant (the operators' initial grant) does not hand the new key a fresh budget
+    assert ledger.ensure_grant(scope, 100.0, 1e-5).remaining_epsilon == pytest.approx(1.0)
+    with pytest.raises(ParameterError, match="allow_raise"):
+        ledger.grant(scope, 100.0, 1e-5)  # the carried grant is an existing grant
+    ledger.settle_in_full(ledger.reserve(scope, 1.0, 1e-6, run_id="new"))
+    # a renamed spec of the same rows names another legacy key; the budget is the same, exhausted
+    renamed = budget_scope(sqlite_engine, table="people_v2", source_query="SELECT * FROM people")
+    assert renamed.keys == scope.keys and renamed.legacy_keys == ("people_v2",)
+    with pytest.raises(BudgetExceededError, match="exhausted"):
+        ledger.reserve(renamed, 0.1, 1e-7, run_id="renamed")
+    (key,) = scope.keys
+    kinds = [(e["entry_type"], e["epsilon"]) for e in ledger.entries(scope)]
+    assert kinds == [("grant", 3.0), ("carry", 2.0), ("reserve", 1.0), ("spend", 1.0)]
+    assert [e["entry_type"] for e in ledger.entries(key)].count("carry") == 1  # carried once
