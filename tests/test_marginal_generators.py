@@ -62,7 +62,10 @@ def test_epsilon_meets_the_target_and_composes_preprocessing(fitted: Synthesizer
     names = [m["name"] for m in privacy["mechanisms"]]
     assert {"row_count", "quantiles:fnlwgt", "range:fnlwgt", "categories:native_country"} <= set(names)
     own = [n for n in names if n.startswith(f"{fitted.name}:")]
-    assert own and own[0] == f"{fitted.name}:oneway" and f"{fitted.name}:select" in own
+    assert own and own[0] == f"{fitted.name}:oneway" and f"{fitted.name}:select:1" in own
+    # each release charged from its own declaration; together the mechanism's whole ρ
+    own_rho = sum(m["rho"] for m in privacy["mechanisms"] if m["name"].startswith(f"{fitted.name}:"))
+    assert own_rho == pytest.approx(fitted.training_["rho"], rel=1e-6)
     assert fitted.training_["rho"] > 0
     if fitted.name == "aim":  # the spec's target is weighted in the workload and its picks reported
         assert fitted.training_["target"] == "income"

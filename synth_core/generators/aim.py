@@ -48,12 +48,7 @@ import numpy as np
 from synth_core.dp_training import ProgressCallback
 from synth_core.errors import ParameterError
 from synth_core.generators.base import register_generator
-from synth_core.generators.marginal import (
-    Marginals,
-    MarginalSynthesizer,
-    NumpyModel,
-    exponential_mechanism,
-)
+from synth_core.generators.marginal import Marginals, MarginalSynthesizer, NumpyModel
 from synth_core.privacy import PrivacyAccountant
 
 
@@ -172,11 +167,10 @@ class AIMSynthesizer(MarginalSynthesizer):
         sigma = math.sqrt(rounds / (2.0 * 0.9 * rho))
         epsilon = math.sqrt(8.0 * 0.1 * rho / rounds)
 
-        oneway = {}
-        for name in names:
-            oneway[name], _ = self._measure(mbi, data, (name,), sigma, noise_rng)
-        rho_oneway = d * 0.5 / sigma**2
-        rho_used = rho_oneway
+        # every 1-way marginal in one release (L2 sensitivity √d): d / (2σ²)
+        measured = self._measure(mbi, data, [(n,) for n in names], sigma, accountant, noise_rng, "aim:oneway")
+        oneway = dict(zip(names, measured, strict=True))
+        rho_used = d * 0.5 / sigma**2
         data, measurements = self._compress(mbi, data, names, oneway, dict.fromkeys(names, sigma))
         domain = mbi.Domain(names, data.sizes)
 
@@ -195,7 +189,6 @@ class AIMSynthesizer(MarginalSynthesizer):
         round_tol = None if p["round_tol"] is None else float(p["round_tol"])
         model = self._estimate(mbi, domain, measurements, int(p["round_iters"]), tol=round_tol)
 
-        rho_select = rho_measure = 0.0
         selected: list[list[str]] = []
         sigma_halvings = 0
         t = 0
@@ -211,15 +204,14 @@ class AIMSynthesizer(MarginalSynthesizer):
                 epsilon = math.sqrt(8.0 * 0.1 * remaining)
                 terminate = True
             rho_used += epsilon**2 / 8.0 + 0.5 / sigma**2
-            rho_select += epsilon**2 / 8.0
-            rho_measure += 0.5 / sigma**2
             size_limit = float(p["max_model_size"]) * rho_used / rho
             small = self._filter(junction_tree, candidates, model, domain, size_limit)
             view = NumpyModel(model, dict(zip(names, data.sizes, strict=True)))
-            cl = self._worst_approximated(small, data, view, epsilon, sigma, noise_rng)
+            cl = self._worst_approximated(small, data, view, epsilon, sigma, accountant, noise_rng, t)
             n_cells = data.size(cl)
-            m, _ = self._measure(mbi, data, cl, sigma, noise_rng)
-            measurements.append(m)
+            measurements.extend(
+                self._measure(mbi, data, [cl], sigma, accountant, noise_rng, f"aim:measure:{t}")
+            )
             selected.append(list(cl))
             z = view.project(cl)
             model = self._estimate(
@@ -232,9 +224,6 @@ class AIMSynthesizer(MarginalSynthesizer):
                 sigma_halvings += 1
             if progress is not None:
                 progress({"phase": "round", "round": t, "budget_used": rho_used / rho})
-        accountant.spend_gaussian("aim:oneway", rho_oneway, marginals=d)
-        accountant.spend_gaussian("aim:select", rho_select, picks=t, mechanism="exponential")
-        accountant.spend_gaussian("aim:measure", rho_measure, marginals=t)
         if progress is not None:
             progress({"phase": "estimate", "cliques": len(measurements)})
         model = self._estimate(mbi, domain, measurements, int(p["iters"]), warm=model)
@@ -272,8 +261,12 @@ class AIMSynthesizer(MarginalSynthesizer):
         model: NumpyModel,
         epsilon: float,
         sigma: float,
+        accountant: PrivacyAccountant,
         rng: np.random.Generator,
+        round_index: int,
     ) -> tuple[str, ...]:
+        """Round ``round_index``'s pick (exponential mechanism, charged as ``aim:select:{round}``)
+        of the candidate the model answers worst; one row moves a score by at most its weight."""
         keys = list(candidates)
         scores = np.empty(len(keys))
         for i, cl in enumerate(keys):
@@ -282,4 +275,7 @@ class AIMSynthesizer(MarginalSynthesizer):
             bias = math.sqrt(2.0 / math.pi) * sigma * x.size
             scores[i] = candidates[cl] * (np.abs(x - xhat).sum() - bias)
         sensitivity = max(abs(w) for w in candidates.values())
-        return keys[exponential_mechanism(scores, epsilon, sensitivity, rng)]
+        pick = accountant.release_exponential(
+            f"aim:select:{round_index}", scores, epsilon=epsilon, sensitivity=sensitivity, rng=rng
+        )
+        return keys[pick]

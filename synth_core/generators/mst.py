@@ -25,7 +25,7 @@ import numpy as np
 from synth_core.dp_training import ProgressCallback
 from synth_core.errors import ParameterError
 from synth_core.generators.base import register_generator
-from synth_core.generators.marginal import Marginals, MarginalSynthesizer, all_pairs, exponential_mechanism
+from synth_core.generators.marginal import Marginals, MarginalSynthesizer, all_pairs
 from synth_core.privacy import PrivacyAccountant
 
 
@@ -61,21 +61,20 @@ class MSTSynthesizer(MarginalSynthesizer):
         rho_part = rho / parts
         # d measurements of σ_1 = sqrt(d / (2ρ_part)) cost d / (2σ_1²) = ρ_part together
         sigma1 = float(np.sqrt(d / (2.0 * rho_part)))
-        oneway = {}
-        for name in names:
-            oneway[name], _ = self._measure(mbi, data, (name,), sigma1, noise_rng)
-        accountant.spend_gaussian("mst:oneway", rho_part, marginals=d, sigma=sigma1)
+        measured = self._measure(
+            mbi, data, [(n,) for n in names], sigma1, accountant, noise_rng, "mst:oneway"
+        )
+        oneway = dict(zip(names, measured, strict=True))
         data, measurements = self._compress(mbi, data, names, oneway, dict.fromkeys(names, sigma1))
         domain = mbi.Domain(names, data.sizes)
         tree: list[tuple[str, str]] = []
         if d > 1:
-            tree = self._select_tree(data, names, measurements, rho_part, noise_rng)
-            accountant.spend_gaussian("mst:select", rho_part, picks=d - 1, mechanism="exponential")
+            tree = self._select_tree(data, names, measurements, rho_part, accountant, noise_rng)
+            # the tree's d − 1 pairs in one release (L2 sensitivity √(d − 1)): ρ_part
             sigma2 = float(np.sqrt((d - 1) / (2.0 * rho_part)))
-            for pair in tree:
-                m, _ = self._measure(mbi, data, pair, sigma2, noise_rng)
-                measurements.append(m)
-            accountant.spend_gaussian("mst:twoway", rho_part, marginals=d - 1, sigma=sigma2)
+            measurements.extend(
+                self._measure(mbi, data, list(tree), sigma2, accountant, noise_rng, "mst:twoway")
+            )
         if progress is not None:
             progress({"phase": "estimate", "cliques": len(measurements)})
         model = self._estimate(mbi, domain, measurements, int(self.params["iters"]))
@@ -87,9 +86,11 @@ class MSTSynthesizer(MarginalSynthesizer):
         names: list[str],
         oneway: list[Any],
         rho: float,
+        accountant: PrivacyAccountant,
         rng: np.random.Generator,
     ) -> list[tuple[str, str]]:
-        """Grow a spanning tree by ``d − 1`` exponential-mechanism picks (ε = sqrt(8ρ/(d−1)) each)."""
+        """Grow a spanning tree by ``d − 1`` exponential-mechanism picks (ε = sqrt(8ρ/(d−1)) each,
+        charged ε²/8 each: ρ together; one row moves a pair's L1 score by at most 1)."""
         total = float(np.mean([max(np.asarray(m.noisy_measurement).sum(), 1.0) for m in oneway]))
         probs = {}
         for name, m in zip(names, oneway, strict=True):
@@ -111,10 +112,13 @@ class MSTSynthesizer(MarginalSynthesizer):
             return x
 
         tree: list[tuple[str, str]] = []
-        for _ in range(d - 1):
+        for pick in range(d - 1):
             candidates = [e for e in weights if find(e[0]) != find(e[1])]
             scores = np.array([weights[e] for e in candidates])
-            a, b = candidates[exponential_mechanism(scores, epsilon, 1.0, rng)]
+            index = accountant.release_exponential(
+                f"mst:select:{pick + 1}", scores, epsilon=epsilon, sensitivity=1.0, rng=rng
+            )
+            a, b = candidates[index]
             component[find(a)] = find(b)
             tree.append((a, b))
         return tree
