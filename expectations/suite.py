@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from synth_core.errors import ParameterError, SpecError
+from synth_expectations.gx_logging import quiet_gx
 from synth_expectations.privacy import PRIVACY_METRICS, TARGET_EPSILON_PARAMETER, PrivacyThresholds
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ ExtraExpectations = Union[
 ]
 
 
+@quiet_gx
 def build_expectation_suite(
     spec: TableSpec,
     dtypes: Mapping[str, Any],
