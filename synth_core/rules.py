@@ -60,6 +60,7 @@ class Rule:
     description: str | None = None
     _tree: ast.expr = field(init=False, repr=False, compare=False)
     _columns: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _compiled: CompiledRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         where = f"rule {self.name!r}"
@@ -70,6 +71,7 @@ class Rule:
         tree, columns = _parse(self.expr, where)
         object.__setattr__(self, "_tree", tree)
         object.__setattr__(self, "_columns", columns)
+        object.__setattr__(self, "_compiled", CompiledRule(self.name, tree))
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -77,7 +79,16 @@ class Rule:
         return self._columns
 
     def evaluate(self, frame: pd.DataFrame) -> NDArray[np.bool_]:
-        """``True`` where the rule holds or is unknown (NULL operands); shape ``(len(frame),)``."""
+        """``True`` where the rule holds or is unknown (NULL operands); shape ``(len(frame),)``.
+
+        Runs the rule's compiled form (:class:`CompiledRule`): the same result as
+        :meth:`evaluate_reference`, without re-parsing each cell.
+        """
+        return self._compiled.evaluate(frame)
+
+    def evaluate_reference(self, frame: pd.DataFrame) -> NDArray[np.bool_]:
+        """:meth:`evaluate` by the node-by-node reference evaluator over object arrays (the
+        definition of the semantics; slow: every comparison re-parses its operands)."""
         values, known = _Evaluator(frame, self.name).visit(self._tree)
         truth = np.asarray(values, dtype=bool)
         return ~(known & ~truth)
@@ -330,6 +341,314 @@ def _or(a: _Tri, b: _Tri) -> _Tri:
 def rules_hold(rules: Sequence[Rule], frame: pd.DataFrame) -> NDArray[np.bool_]:
     """Rows (``(len(frame),)`` bool) where every rule holds or is unknown."""
     ok = np.ones(len(frame), dtype=bool)
-    for rule in rules:
-        ok &= rule.evaluate(frame)
+    for holds in evaluate_rules(rules, frame).values():
+        ok &= holds
     return ok
+
+
+def evaluate_rules(rules: Sequence[Rule], frame: pd.DataFrame) -> dict[str, NDArray[np.bool_]]:
+    """``{rule name: rows where it holds or is unknown}``, the columns read once for all rules."""
+    columns = _Columns(frame)
+    return {rule.name: rule._compiled.evaluate(columns) for rule in rules}
+
+
+# ------------------------------------------------------------------------------------------------
+# compiled evaluation: the reference semantics over typed columns
+#
+# A rule is compiled once into a tree of nodes. At evaluation, each column the rule reads is
+# extracted once per frame: numbers as float64 (``_Num``), text as codes into its distinct values
+# (``_Factor``: a comparison with a literal is evaluated once per distinct value by the reference
+# code, then gathered by code). Operand kinds the fast paths do not cover (datetimes, booleans,
+# text in arithmetic, mixed object columns) make that node fall back to the reference evaluator
+# on its subtree, so every rule evaluates exactly as ``Rule.evaluate_reference`` does.
+
+
+class _Fallback(Exception):
+    """The operands are of a kind the compiled node does not handle: the reference evaluates it."""
+
+
+@dataclass(frozen=True)
+class _Factor:
+    """A text column: ``codes`` (``-1`` where NULL) into ``uniques`` (object array of str)."""
+
+    codes: NDArray[np.intp]
+    uniques: NDArray[Any]
+
+
+@dataclass(frozen=True)
+class _Num:
+    """Numbers as float64 (NaN where unknown)."""
+
+    values: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class _Lit:
+    """A literal, not broadcast."""
+
+    value: Any
+
+
+class _Columns:
+    """The columns of one frame, each extracted once (shared by the rules evaluated on it)."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+        self.n = len(frame)
+        self._cache: dict[str, tuple[Any, NDArray[np.bool_]]] = {}
+
+    def get(self, name: str, rule: str) -> tuple[Any, NDArray[np.bool_]]:
+        if name not in self._cache:
+            if name not in self.frame.columns:
+                raise SpecError(f"rule {rule!r} reads column {name!r}, which the table does not have")
+            self._cache[name] = _extract(self.frame[name])
+        return self._cache[name]
+
+
+def _extract(series: pd.Series) -> tuple[Any, NDArray[np.bool_]]:
+    dtype = series.dtype
+    known = series.notna().to_numpy()
+    if (
+        pd.api.types.is_numeric_dtype(dtype)
+        and not pd.api.types.is_bool_dtype(dtype)
+        and not pd.api.types.is_complex_dtype(dtype)
+    ):
+        return _Num(series.to_numpy(dtype=np.float64, na_value=np.nan)), known
+    if isinstance(dtype, pd.StringDtype) or (
+        pd.api.types.is_object_dtype(dtype)
+        and pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty")
+    ):
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        return _Factor(np.asarray(codes, dtype=np.intp), np.asarray(uniques, dtype=object)), known
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return series.to_numpy(), known
+    return series.to_numpy(dtype=object, na_value=None), known
+
+
+def _gather(per_unique: NDArray[np.bool_], codes: NDArray[np.intp]) -> NDArray[np.bool_]:
+    """``per_unique[codes]``, ``False`` where the code is ``-1`` (NULL)."""
+    if per_unique.size == 0:
+        return np.zeros(codes.shape, dtype=bool)
+    return np.where(codes >= 0, per_unique[codes], False)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_
+    )
+
+
+#: a compiled value: (an array, ``_Num``, ``_Factor`` or ``_Lit``; known)
+_CTri = tuple[Any, NDArray[np.bool_]]
+_Node = Callable[[_Columns], _CTri]
+
+
+class CompiledRule:
+    """A rule's expression compiled once; :meth:`evaluate` equals ``Rule.evaluate_reference``."""
+
+    def __init__(self, rule: str, tree: ast.expr) -> None:
+        self.rule = rule
+        self.tree = tree
+        self.root = self._compile(tree)
+
+    def evaluate(self, frame: pd.DataFrame | _Columns) -> NDArray[np.bool_]:
+        columns = frame if isinstance(frame, _Columns) else _Columns(frame)
+        values, known = self.root(columns)
+        if not (isinstance(values, np.ndarray) and values.dtype == bool):
+            values, known = _Evaluator(columns.frame, self.rule).visit(self.tree)
+        truth = np.asarray(values, dtype=bool)
+        return ~(known & ~truth)
+
+    # -- compilation -----------------------------------------------------------------------------
+    def _compile(self, node: ast.expr) -> _Node:
+        fast = self._fast(node)
+
+        def run(columns: _Columns) -> _CTri:
+            try:
+                return fast(columns)
+            except _Fallback:
+                return _Evaluator(columns.frame, self.rule).visit(node)
+
+        return run
+
+    def _fast(self, node: ast.expr) -> _Node:
+        if isinstance(node, ast.Name):
+            name = node.id
+            return lambda columns: columns.get(name, self.rule)
+        if isinstance(node, ast.Constant):
+            value = node.value
+            return lambda columns: (_Lit(value), np.full(columns.n, value is not None))
+        if isinstance(node, ast.Compare):
+            return self._compare(node)
+        if isinstance(node, ast.BoolOp):
+            combine = _and if isinstance(node.op, ast.And) else _or
+            parts = [self._compile(v) for v in node.values]
+
+            def boolop(columns: _Columns) -> _CTri:
+                acc = _truth(parts[0](columns), columns.n)
+                for part in parts[1:]:
+                    acc = combine(acc, _truth(part(columns), columns.n))
+                return acc
+
+            return boolop
+        if isinstance(node, ast.UnaryOp):
+            return self._unary(node)
+        if isinstance(node, ast.BinOp):
+            return self._binop(node)
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        return _no_fast_path
+
+    def _compare(self, node: ast.Compare) -> _Node:
+        first = self._compile(node.left)
+        steps: list[tuple[ast.cmpop, _Node | None, list[Any] | None]] = []
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
+            if isinstance(op, ast.In | ast.NotIn):
+                literal = isinstance(comparator, ast.List | ast.Tuple) and all(
+                    isinstance(e, ast.Constant) for e in comparator.elts
+                )
+                if not literal:
+                    return _no_fast_path  # the reference raises its error
+                assert isinstance(comparator, ast.List | ast.Tuple)
+                members = [e.value for e in comparator.elts if isinstance(e, ast.Constant)]
+                steps.append((op, None, members))
+            else:
+                steps.append((op, self._compile(comparator), None))
+
+        def compare(columns: _Columns) -> _CTri:
+            n = columns.n
+            left = first(columns)
+            truth, known = np.ones(n, dtype=bool), np.ones(n, dtype=bool)
+            for op, comparator, members in steps:
+                if comparator is None:
+                    assert members is not None
+                    value, left_known = left
+                    if not isinstance(value, _Factor):
+                        raise _Fallback
+                    hit = _gather(
+                        pd.Series(value.uniques, dtype=object).isin(members).to_numpy(), value.codes
+                    )
+                    step: _CTri = (hit if isinstance(op, ast.In) else ~hit, left_known)
+                    right = left
+                else:
+                    right = comparator(columns)
+                    step = _compare_fast(op, left, right, n)
+                truth, known = _and((truth, known), step)
+                left = right
+            return truth, known
+
+        return compare
+
+    def _unary(self, node: ast.UnaryOp) -> _Node:
+        operand = self._compile(node.operand)
+        if isinstance(node.op, ast.Not):
+
+            def negate(columns: _Columns) -> _CTri:
+                truth, known = _truth(operand(columns), columns.n)
+                return ~truth, known
+
+            return negate
+        sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
+
+        def signed(columns: _Columns) -> _CTri:
+            value, known = operand(columns)
+            if isinstance(value, _Num):
+                return _Num(sign * value.values), known
+            if isinstance(value, _Lit) and _is_number(value.value):
+                return _Lit(-value.value if sign < 0 else +value.value), known
+            raise _Fallback
+
+        return signed
+
+    def _binop(self, node: ast.BinOp) -> _Node:
+        left, right = self._compile(node.left), self._compile(node.right)
+        op = _ARITH[type(node.op)]
+
+        def arith(columns: _Columns) -> _CTri:
+            (lv, lk), (rv, rk) = left(columns), right(columns)
+            a, b = _number_operand(lv), _number_operand(rv)
+            if not isinstance(lv, _Num) and not isinstance(rv, _Num):
+                raise _Fallback
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                out = np.asarray(op(a, b), dtype=np.float64)
+            return _Num(out), lk & rk & np.isfinite(out)
+
+        return arith
+
+    def _call(self, node: ast.Call) -> _Node:
+        assert isinstance(node.func, ast.Name)
+        func = node.func.id
+        operand = self._compile(node.args[0])
+
+        def call(columns: _Columns) -> _CTri:
+            value, known = operand(columns)
+            if func == "isnull":
+                return ~known, np.ones(columns.n, dtype=bool)
+            if func == "notnull":
+                return known.copy(), np.ones(columns.n, dtype=bool)
+            if isinstance(value, _Num):
+                return _Num(np.abs(value.values)), known
+            if isinstance(value, _Lit) and _is_number(value.value):
+                return _Lit(abs(value.value)), known
+            raise _Fallback
+
+        return call
+
+
+def _no_fast_path(columns: _Columns) -> _CTri:
+    raise _Fallback
+
+
+def _number_operand(value: Any) -> Any:
+    """A float64 array or a number; anything else falls back."""
+    if isinstance(value, _Num):
+        return value.values
+    if isinstance(value, _Lit) and _is_number(value.value):
+        return float(value.value)
+    raise _Fallback
+
+
+def _compare_fast(op: ast.cmpop, left: _CTri, right: _CTri, n: int) -> _CTri:
+    (lv, lk), (rv, rk) = left, right
+    both = lk & rk
+    compare = _COMPARE[type(op)]
+    out = np.zeros(n, dtype=bool)
+    if (isinstance(lv, _Lit) and lv.value is None) or (isinstance(rv, _Lit) and rv.value is None):
+        return out, both  # a NULL literal: unknown everywhere
+    if (isinstance(lv, _Factor) and isinstance(rv, _Lit)) or (
+        isinstance(lv, _Lit) and isinstance(rv, _Factor)
+    ):
+        factor = lv if isinstance(lv, _Factor) else rv
+        literal = rv if isinstance(rv, _Lit) else lv
+        assert isinstance(factor, _Factor) and isinstance(literal, _Lit)
+        if factor.uniques.size == 0:
+            return out, both
+        uniques = pd.Series(factor.uniques, dtype=object)
+        repeated = pd.Series([literal.value] * factor.uniques.size, dtype=object)
+        lhs, rhs = _comparable(uniques, repeated) if lv is factor else _comparable(repeated, uniques)
+        per_unique = np.asarray(compare(lhs, rhs), dtype=bool)
+        return _gather(per_unique, factor.codes) & both, both
+    if isinstance(lv, _Num) or isinstance(rv, _Num):
+        a, b = _number_operand(lv), _number_operand(rv)
+        a = a[both] if isinstance(a, np.ndarray) else a
+        b = b[both] if isinstance(b, np.ndarray) else b
+        out[both] = np.asarray(compare(a, b), dtype=bool)
+        return out, both
+    raise _Fallback
+
+
+def _truth(tri: _CTri, n: int) -> _CTri:
+    """``(truth, known)`` of a value used as a condition (``bool(v)`` where known)."""
+    value, known = tri
+    if isinstance(value, np.ndarray) and value.dtype == bool:
+        return value & known, known
+    if isinstance(value, _Num):
+        return known & (np.nan_to_num(value.values, nan=0.0) != 0), known
+    if isinstance(value, _Factor):
+        per_unique = np.asarray([bool(u) for u in value.uniques], dtype=bool)
+        return _gather(per_unique, value.codes) & known, known
+    if isinstance(value, _Lit):
+        return known & bool(value.value), known
+    truth = np.zeros(n, dtype=bool)
+    truth[known] = np.asarray([bool(v) for v in np.asarray(value, dtype=object)[known]], dtype=bool)
+    return truth, known

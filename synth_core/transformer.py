@@ -226,57 +226,49 @@ class TableTransformer:
         columns get fresh surrogate keys (see :meth:`with_surrogate_keys`).
         ``rng`` resamples the "other" category slot.
         """
+        return self.decode(matrix, rng).frame()
+
+    def decode(self, matrix: NDArray[np.float32], rng: np.random.Generator) -> DecodedRows:
+        """The rows of ``matrix`` decoded to numpy arrays (category codes, values, NULL masks);
+        :meth:`DecodedRows.frame` builds pandas columns for the rows and columns asked for, so rows
+        a caller drops (rule rejection) never become Python or Arrow strings."""
         n = matrix.shape[0]
-        decoded: dict[str, pd.Series] = {}
+        columns: dict[str, _DecodedColumn] = {}
         by_name = {c.name: c for c in self.columns}
         for cspec in self.spec.output_columns:
             dtype = self.output_dtypes[cspec.name]
             if cspec.kind == ColumnKind.ID:
-                decoded[cspec.name] = _surrogate_keys(n, dtype, rng)
+                columns[cspec.name] = _DecodedColumn(dtype, "id")
                 continue
             col = by_name[cspec.name]
             if col.is_continuous:
                 assert col.bins is not None
                 span_iter = iter(col.spans)
-                missing = np.zeros(n, dtype=bool)
+                missing = None
                 if col.nullable:
                     ms = next(span_iter)
                     missing = matrix[:, ms.start + 1] > matrix[:, ms.start]
                 vs = next(span_iter)
                 values = _quantile_inverse(matrix[:, vs.start].astype(np.float64), col.bins, col.integer)
-                decoded[cspec.name] = _from_float(values, missing, col)
+                columns[cspec.name] = _DecodedColumn(dtype, "value", values, missing, col=col)
             else:
                 (span,) = col.spans
                 codes = np.argmax(matrix[:, span.start : span.start + span.width], axis=1)
-                decoded[cspec.name] = self._decode_categories(codes, col, rng)
-        return pd.DataFrame(decoded, columns=[c.name for c in self.spec.output_columns])
+                idx, categories = _category_index(codes, col, rng)
+                columns[cspec.name] = _DecodedColumn(dtype, "category", idx, categories=categories)
+        return DecodedRows(n, columns, rng)
 
-    def _decode_categories(
-        self, codes: NDArray[np.int64], col: ColumnTransform, rng: np.random.Generator
-    ) -> pd.Series:
-        assert col.categories is not None
-        k = len(col.categories)
-        if col.has_other:
-            other = codes == k
-            if other.any():
-                w = np.asarray(col.category_weights if col.category_weights else np.ones(k), dtype=np.float64)
-                codes = codes.copy()
-                codes[other] = rng.choice(k, size=int(other.sum()), p=w / w.sum())
-        null_code = k + int(col.has_other)
-        cats = np.empty(k + 1, dtype=object)
-        cats[:k] = col.categories
-        cats[k] = None
-        idx = np.where(codes == null_code, k, np.minimum(codes, k))
-        return _cast(pd.Series(cats[idx], dtype=object), col.dtype)
-
-    def with_surrogate_keys(self, frame: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
-        """``frame`` with its id columns renumbered: integers 1..n, or random opaque strings."""
+    def with_surrogate_keys(
+        self, frame: pd.DataFrame, rng: np.random.Generator, *, start: int = 1
+    ) -> pd.DataFrame:
+        """``frame`` with its id columns renumbered: integers ``start..start+len-1`` (a chunk of a
+        longer table continues its numbering), or random opaque strings."""
         ids = [c.name for c in self.spec.output_columns if c.kind == ColumnKind.ID]
         if not ids:
             return frame
         out = frame.copy()
         for name in ids:
-            out[name] = _surrogate_keys(len(out), self.output_dtypes[name], rng).to_numpy()
+            out[name] = _surrogate_keys(len(out), self.output_dtypes[name], rng, start).to_numpy()
             out[name] = out[name].astype(self.output_dtypes[name])
         return out
 
@@ -324,6 +316,93 @@ class TableTransformer:
             output_dtypes=dict(raw["output_dtypes"]),
             dp_row_count=int(raw["dp_row_count"]),
         )
+
+
+@dataclass
+class _DecodedColumn:
+    """One output column of :class:`DecodedRows`: ``kind`` ``value`` (float64 ``data`` in model
+    units and a NULL mask), ``category`` (``data`` indexes ``categories``; its last entry is NULL)
+    or ``id`` (surrogate keys drawn when built)."""
+
+    dtype: str
+    kind: Literal["value", "category", "id"]
+    data: NDArray[Any] | None = None
+    missing: NDArray[np.bool_] | None = None
+    categories: list[Any] | None = None
+    col: ColumnTransform | None = None
+
+
+@dataclass
+class DecodedRows:
+    """Decoded rows as numpy arrays, from :meth:`TableTransformer.decode` (``n`` rows)."""
+
+    n: int
+    columns: dict[str, _DecodedColumn]
+    rng: np.random.Generator
+
+    def frame(self, rows: NDArray[np.bool_] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+        """The pandas frame of the rows where ``rows`` is true (all when ``None``) and of
+        ``columns`` (all output columns, in order, when ``None``), with the source's dtypes."""
+        names = list(self.columns) if columns is None else columns
+        count = self.n if rows is None else int(np.count_nonzero(rows))
+        out: dict[str, pd.Series] = {}
+        for name in names:
+            c = self.columns[name]
+            if c.kind == "id":
+                out[name] = _surrogate_keys(count, c.dtype, self.rng)
+                continue
+            assert c.data is not None
+            data = c.data if rows is None else c.data[rows]
+            if c.kind == "value":
+                assert c.col is not None
+                missing = c.missing if c.missing is None or rows is None else c.missing[rows]
+                out[name] = _from_float(data, missing, c.col)
+            else:
+                assert c.categories is not None
+                out[name] = _category_series(data, c.categories, c.dtype)
+        return pd.DataFrame(out, columns=names)
+
+
+def _category_index(
+    codes: NDArray[np.int64], col: ColumnTransform, rng: np.random.Generator
+) -> tuple[NDArray[np.int64], list[Any]]:
+    """Softmax slot per row → index into ``categories + [NULL]``; the "other" slot is resampled
+    from the discovered categories in proportion to their DP weights."""
+    assert col.categories is not None
+    k = len(col.categories)
+    if col.has_other:
+        other = codes == k
+        if other.any():
+            w = np.asarray(col.category_weights if col.category_weights else np.ones(k), dtype=np.float64)
+            codes = codes.copy()
+            codes[other] = rng.choice(k, size=int(other.sum()), p=w / w.sum())
+    null_code = k + int(col.has_other)
+    return np.where(codes == null_code, k, np.minimum(codes, k)), list(col.categories)
+
+
+def _category_series(idx: NDArray[np.int64], categories: list[Any], dtype: str) -> pd.Series:
+    """Values ``categories[idx]`` (``idx == len(categories)``: NULL) with pandas dtype ``dtype``.
+
+    Text columns of the pyarrow-backed ``str`` dtype are built by one Arrow take from the category
+    dictionary (no Python string per row); other dtypes through an object array.
+    """
+    k = len(categories)
+    target = pd.api.types.pandas_dtype(dtype)
+    if (
+        isinstance(target, pd.StringDtype)
+        and target.storage == "pyarrow"
+        and all(isinstance(v, str) for v in categories)
+    ):
+        import pyarrow as pa
+
+        null = idx == k
+        indices = pa.array(np.where(null, 0, idx), mask=null if null.any() else None)
+        values = pa.array(categories, type=pa.large_string()).take(indices)
+        return pd.Series(pd.array(values, dtype=target))
+    cats = np.empty(k + 1, dtype=object)
+    cats[:k] = categories
+    cats[k] = None
+    return _cast(pd.Series(cats[idx], dtype=object), dtype)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -516,7 +595,12 @@ def _to_float(series: pd.Series, col: ColumnTransform) -> NDArray[np.float64]:
     return series.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _from_float(values: NDArray[np.float64], missing: NDArray[np.bool_], col: ColumnTransform) -> pd.Series:
+def _from_float(
+    values: NDArray[np.float64], missing: NDArray[np.bool_] | None, col: ColumnTransform
+) -> pd.Series:
+    """Values in model units back to the source dtype; ``missing`` (``None``: none) become NULL."""
+    if missing is None:
+        missing = np.zeros(values.shape[0], dtype=bool)
     if col.kind == ColumnKind.DATETIME:
         secs = values * _SECONDS_PER[col.datetime_unit or "second"]
         micros = np.rint(secs * 1e6).astype(np.int64)
@@ -527,6 +611,8 @@ def _from_float(values: NDArray[np.float64], missing: NDArray[np.bool_], col: Co
         return ts.astype(col.dtype)
     if col.integer:
         values = np.rint(values)
+    if col.dtype in ("int64", "int32", "int16", "int8", "float64") and not missing.any():
+        return pd.Series(values.astype(col.dtype))  # the common case: no NULL to place
     series = pd.Series(values, dtype=np.float64)
     series[missing] = np.nan
     return _cast(series, col.dtype)
@@ -550,9 +636,9 @@ def _norm_key(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def _surrogate_keys(n: int, dtype: str, rng: np.random.Generator) -> pd.Series:
+def _surrogate_keys(n: int, dtype: str, rng: np.random.Generator, start: int = 1) -> pd.Series:
     if dtype.lower().startswith(("int", "uint")):
-        return pd.Series(np.arange(1, n + 1, dtype=np.int64)).astype(dtype)
+        return pd.Series(np.arange(start, start + n, dtype=np.int64)).astype(dtype)
     hexes = [f"syn-{v:016x}" for v in rng.integers(0, 2**63 - 1, size=n, dtype=np.int64)]
     return pd.Series(hexes, dtype=dtype if dtype != "object" else "str")
 

@@ -32,6 +32,7 @@ bundle is the chosen generator's own (loading it gives that generator back).
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from typing import Any, Self
 
 import numpy as np
@@ -39,7 +40,12 @@ import pandas as pd
 
 from synth_core.dp_training import ProgressCallback
 from synth_core.errors import ParameterError
-from synth_core.generators.base import Synthesizer, create_synthesizer, register_generator
+from synth_core.generators.base import (
+    SAMPLE_BATCH_ROWS,
+    Synthesizer,
+    create_synthesizer,
+    register_generator,
+)
 from synth_core.privacy import PrivacyAccountant, PrivacyBudget
 from synth_core.spec import TableSpec
 
@@ -202,6 +208,11 @@ class AutoSynthesizer(Synthesizer):
 
     def sample(self, n: int, *, seed: int | None = None, max_rounds: int = 40) -> pd.DataFrame:
         return self._delegate().sample(n, seed=seed, max_rounds=max_rounds)
+
+    def sample_batches(
+        self, n: int, *, seed: int | None = None, batch_rows: int = SAMPLE_BATCH_ROWS, max_rounds: int = 40
+    ) -> Iterator[pd.DataFrame]:
+        return self._delegate().sample_batches(n, seed=seed, batch_rows=batch_rows, max_rounds=max_rounds)
 
     def to_bytes(self) -> bytes:
         """The chosen generator's bundle (its name and parameters; ``training["auto"]`` says why)."""

@@ -23,6 +23,7 @@ import json
 import math
 import zipfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -39,11 +40,14 @@ from synth_core.dp_training import ProgressCallback
 from synth_core.errors import BundleError, ParameterError
 from synth_core.object_store import ObjectStore
 from synth_core.privacy import PrivacyAccountant, PrivacyBudget, secret_seed
-from synth_core.rules import RuleUnsatisfiableError
+from synth_core.rules import RuleUnsatisfiableError, evaluate_rules
 from synth_core.spec import TableSpec
 from synth_core.transformer import TableTransformer, fit_transformer_under_dp
 
-SAMPLE_CHUNK_ROWS = 50_000
+#: most rows one sampling round draws from the model (bounds a round's memory)
+SAMPLE_CHUNK_ROWS = 100_000
+#: rows per frame :meth:`Synthesizer.sample_batches` yields unless told otherwise
+SAMPLE_BATCH_ROWS = 100_000
 #: below this share of sampled rows satisfying the rules, sampling gives up (the model has not learned them)
 MIN_RULE_ACCEPTANCE = 0.005
 
@@ -132,7 +136,8 @@ class Synthesizer(ABC):
 
     @abstractmethod
     def _sample_matrix(self, n: int, rng: np.random.Generator) -> np.ndarray:
-        """``(n, d)`` float32 in the transformer's layout, softmax spans one-hot."""
+        """``(n, d)`` float32 in the transformer's layout; a softmax span holds a one-hot draw, or
+        scores whose argmax is the draw (e.g. Gumbel-perturbed logits)."""
 
     @abstractmethod
     def _model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -190,45 +195,102 @@ class Synthesizer(ABC):
         """``n`` synthetic rows with the source's columns, order and dtypes. Spends no budget.
 
         Critical rules of the spec are enforced by rejection: rows that violate one are dropped
-        and more are drawn, in at most ``max_rounds`` rounds of at most 50k rows (post-processing,
-        so no budget). A rule the model cannot satisfy raises :class:`RuleUnsatisfiableError`
-        naming it and the share of rows that satisfied the rules.
+        and more are drawn, each round oversampling by the share of rows that has passed so far,
+        in at most ``max_rounds`` rounds per :data:`SAMPLE_CHUNK_ROWS` rows asked for
+        (post-processing, so no budget). A rule the model cannot satisfy raises
+        :class:`RuleUnsatisfiableError` naming it and the share of rows that satisfied the rules.
+
+        The same rows as ``pandas.concat(sample_batches(n, seed=seed))`` for any ``batch_rows``.
+        """
+        (frame,) = self.sample_batches(n, seed=seed, batch_rows=max(int(n), 1), max_rounds=max_rounds)
+        return frame
+
+    def sample_batches(
+        self,
+        n: int,
+        *,
+        seed: int | None = None,
+        batch_rows: int = SAMPLE_BATCH_ROWS,
+        max_rounds: int = 40,
+    ) -> Iterator[pd.DataFrame]:
+        """:meth:`sample` streamed: ``n`` rows as consecutive frames of ``batch_rows`` rows (the
+        last one shorter; one empty frame with the schema when ``n == 0``), in bounded memory
+        for any ``n``. Arguments are checked before the first frame is asked for.
+
+        Deterministic for a ``seed``: the rows do not depend on ``batch_rows`` (the rows are
+        drawn in rounds that depend only on ``n`` and the seed), and integer surrogate keys
+        continue across frames (``1..n`` over the whole stream).
         """
         transformer = self._require_fitted()
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise ParameterError(f"num_rows must be an integer >= 0, got {n!r}")
-        rng = np.random.default_rng(seed)
+        check_int("batch_rows", batch_rows, 1)
+        check_int("max_rounds", max_rounds, 1)
+        return self._batches(transformer, int(n), seed, int(batch_rows), int(max_rounds))
+
+    def _batches(
+        self, transformer: TableTransformer, n: int, seed: int | None, batch_rows: int, max_rounds: int
+    ) -> Iterator[pd.DataFrame]:
+        # separate streams: the rows, and the surrogate keys drawn per frame (so that the rows do
+        # not depend on how the stream is cut into frames)
+        rows_seq, keys_seq = np.random.SeedSequence(seed).spawn(2)
+        rows_rng, keys_rng = np.random.default_rng(rows_seq), np.random.default_rng(keys_seq)
+        pending: list[pd.DataFrame] = []
+        buffered = emitted = 0
+        for part in self._accepted_rows(transformer, n, rows_rng, max_rounds):
+            pending.append(part)
+            buffered += len(part)
+            while buffered >= batch_rows:
+                batch, pending = _split_rows(pending, batch_rows)
+                buffered -= batch_rows
+                yield transformer.with_surrogate_keys(batch, keys_rng, start=emitted + 1)
+                emitted += batch_rows
+        if buffered or n == 0:
+            batch, pending = _split_rows(pending, buffered)
+            if n == 0:
+                batch = transformer.inverse_transform(
+                    np.zeros((0, transformer.output_dim), dtype=np.float32), rows_rng
+                )
+            yield transformer.with_surrogate_keys(batch, keys_rng, start=emitted + 1)
+
+    def _accepted_rows(
+        self, transformer: TableTransformer, n: int, rng: np.random.Generator, max_rounds: int
+    ) -> Iterator[pd.DataFrame]:
+        """Frames of rows satisfying the critical rules, ``n`` rows in all, each from one round."""
         rules = [r for r in transformer.spec.rules if r.severity == "critical"]
-        parts: list[pd.DataFrame] = []
+        outputs = {c.name for c in transformer.spec.output_columns}
+        # a column the table lacks is left out here: evaluating the rule then names it
+        rule_columns = [c for c in dict.fromkeys(c for r in rules for c in r.columns) if c in outputs]
+        limit = max_rounds * max(1, math.ceil(n / SAMPLE_CHUNK_ROWS))
         have = drawn = kept = rounds = 0
         violations: dict[str, int] = {r.name: 0 for r in rules}
         while have < n:
-            if rounds == max_rounds or (drawn >= 20_000 and kept < MIN_RULE_ACCEPTANCE * drawn):
+            if rounds == limit or (drawn >= 20_000 and kept < MIN_RULE_ACCEPTANCE * drawn):
                 raise _unsatisfiable(transformer.spec.name, drawn, kept, violations)
             rounds += 1
-            want = int(n) - have
+            want = n - have
             acceptance = kept / drawn if drawn else 1.0
             batch = (
                 want if not rules else max(int(want / max(acceptance, MIN_RULE_ACCEPTANCE) * 1.1) + 16, 1_000)
             )
-            frame = transformer.inverse_transform(
-                self._sample_matrix(min(batch, SAMPLE_CHUNK_ROWS), rng), rng
-            )
-            if rules:
-                ok = np.ones(len(frame), dtype=bool)
-                for rule in rules:
-                    holds = rule.evaluate(frame)
-                    violations[rule.name] += int((~holds).sum())
+            decoded = transformer.decode(self._sample_matrix(min(batch, SAMPLE_CHUNK_ROWS), rng), rng)
+            if not rules:
+                frame = decoded.frame()
+            else:
+                # the rules read only their columns; the other columns are built for kept rows only
+                ok = np.ones(decoded.n, dtype=bool)
+                for name, holds in evaluate_rules(rules, decoded.frame(columns=rule_columns)).items():
+                    violations[name] += int(decoded.n - np.count_nonzero(holds))
                     ok &= holds
-                drawn += len(frame)
-                kept += int(ok.sum())
-                frame = frame[ok]
-            parts.append(frame.iloc[:want])
-            have += len(parts[-1])
-        if not parts:
-            return transformer.inverse_transform(np.zeros((0, transformer.output_dim), dtype=np.float32), rng)
-        out = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
-        return transformer.with_surrogate_keys(out, rng)
+                drawn += decoded.n
+                kept += int(np.count_nonzero(ok))
+                if int(np.count_nonzero(ok)) > want:
+                    ok[np.flatnonzero(ok)[want:]] = False
+                frame = decoded.frame(rows=None if ok.all() else ok)
+            frame = frame.iloc[:want]
+            have += len(frame)
+            if len(frame):
+                yield frame
 
     # -- bundles ---------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -290,6 +352,25 @@ class Synthesizer(ABC):
         except FileNotFoundError:
             raise BundleError(f"model bundle not found: {uri}") from None
         return Synthesizer.from_bytes(data)
+
+
+def _split_rows(parts: list[pd.DataFrame], rows: int) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """The first ``rows`` rows of the frames ``parts`` as one frame (fresh index), and the rest."""
+    taken: list[pd.DataFrame] = []
+    count = 0
+    rest = list(parts)
+    while count < rows and rest:
+        head = rest.pop(0)
+        need = rows - count
+        if len(head) > need:
+            rest.insert(0, head.iloc[need:])
+            head = head.iloc[:need]
+        taken.append(head)
+        count += len(head)
+    if not taken:
+        return pd.DataFrame(), rest
+    out = pd.concat(taken, ignore_index=True) if len(taken) > 1 else taken[0].reset_index(drop=True)
+    return out, rest
 
 
 def _unsatisfiable(table: str, drawn: int, kept: int, violations: dict[str, int]) -> RuleUnsatisfiableError:
