@@ -213,8 +213,9 @@ class TableTransformer:
                 codes[i] = lookup.get(_norm_key(v), other_code)
         if (codes < 0).any():
             raise SourceTableError(
-                f"table {self.spec.name!r}, column {col.name!r}: {int((codes < 0).sum())} rows hold values "
-                "outside the declared public category domain (the values are not shown)"
+                f"table {self.spec.name!r}, column {col.name!r}: rows hold values outside the declared "
+                "public category domain (neither the values nor how many rows are shown: both are exact "
+                "facts of the private table)"
             )
         return codes
 

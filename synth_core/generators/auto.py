@@ -17,7 +17,7 @@ cells and the best or near-best train-synthetic-test-real AUC on three of the da
 
 2. **DP-SGD with a GPU at high ε**: with a GPU and ε ≥ :data:`DPSGD_MIN_EPSILON`, tables too
    wide for marginal methods (more than :data:`MARGINAL_MAX_COLUMNS` columns) or very large
-   (more than :data:`DPSGD_MIN_ROWS` rows, where DP-SGD's noise is small and a GPU trains fast)
+   (a DP row count above :data:`DPSGD_MIN_ROWS`, where DP-SGD's noise is small and a GPU trains fast)
    go to ``dp_tabsyn`` (3-way marginals within 23 points of the DP-SGD family's best, DP-GReaT,
    at 1/7 to 1/2 of its fit time; a 2-step latent sampler).
 
@@ -27,6 +27,14 @@ cells and the best or near-best train-synthetic-test-real AUC on three of the da
 :func:`choose_generator` applies the rule; the ``auto`` generator calls it at fit time, fits the
 chosen generator and records ``{"generator", "reason"}`` under ``training_["auto"]``. Its saved
 bundle is the chosen generator's own (loading it gives that generator back).
+
+**Privacy of the choice.** The rule reads public facts (the spec's columns, ε, whether a GPU and
+the extra are there) and the table's *DP* row count, never the exact one: ``auto`` first runs the
+DP preprocessing (which releases the row count and charges it to the release's accountant), then
+chooses, then hands the fitted transformer and the accountant to the chosen generator
+(:meth:`~synth_core.generators.base.Synthesizer.fit_preprocessed`), so nothing is released twice.
+The choice and its reason (which quotes the DP count) are post-processing of that release; they go
+into the bundle and the task's XCom.
 """
 
 from __future__ import annotations
@@ -46,8 +54,9 @@ from synth_core.generators.base import (
     create_synthesizer,
     register_generator,
 )
-from synth_core.privacy import PrivacyAccountant, PrivacyBudget
+from synth_core.privacy import PrivacyAccountant, PrivacyBudget, secret_seed
 from synth_core.spec import TableSpec
+from synth_core.transformer import fit_transformer_under_dp
 
 #: widest table (modelled columns) AIM is chosen for: its rounds and candidates grow with it
 AIM_MAX_COLUMNS = 24
@@ -75,7 +84,7 @@ def gpu_is_available() -> bool:
 
 def choose_generator(
     spec: TableSpec,
-    n_rows: int | None,
+    dp_rows: int | None,
     epsilon: float,
     gpu_available: bool,
     *,
@@ -85,15 +94,18 @@ def choose_generator(
 
     Args:
         spec: the table spec (its modelled columns count).
-        n_rows: rows of the source table (``None``: unknown, treated as small).
+        dp_rows: the table's DP row count (``TableTransformer.dp_row_count``, already charged) or a
+            public bound; never the exact count, which this function quotes in its reason
+            (``None``: unknown, treated as small).
         epsilon: the release's target ε.
         gpu_available: whether training can use a CUDA GPU.
         marginal_installed: override the detection of the ``[marginal]`` extra (tests).
     """
     d = len(spec.modelled_columns)
-    rows = int(n_rows or 0)
+    rows = int(dp_rows or 0)
     has_mbi = marginal_extra_installed() if marginal_installed is None else marginal_installed
-    shape = f"{d} modelled columns, {rows or 'unknown'} rows, ε={epsilon:g}"
+    size = f"about {rows} rows (DP count)" if rows else "rows unknown"
+    shape = f"{d} modelled columns, {size}, ε={epsilon:g}"
     if has_mbi:
         if (
             gpu_available
@@ -164,12 +176,16 @@ class AutoSynthesizer(Synthesizer):
 
         gpu = self.params["gpu"]
         gpu = gpu_is_available() if gpu is None else bool(gpu)
-        name, reason = choose_generator(spec, len(data), budget.epsilon, gpu)
+        # the DP preprocessing first: it releases (and charges) the row count the rule reads
+        accountant = PrivacyAccountant(budget)
+        privacy_rng = np.random.default_rng(secret_seed())
+        transformer = fit_transformer_under_dp(data, spec, accountant, privacy_rng)
+        name, reason = choose_generator(spec, transformer.dp_row_count, budget.epsilon, gpu)
         params = dict(self.params["generator_params"].get(name, {}))
         if name.startswith("dp_") and not gpu and "device" not in params:
             params["device"] = "cpu"
         delegate = create_synthesizer(name, **params)
-        delegate.fit(data, spec, budget, seed=seed, progress=progress)
+        delegate.fit_preprocessed(data, transformer, accountant, privacy_rng, seed=seed, progress=progress)
         delegate.training_ = {**delegate.training_, "auto": {"generator": name, "reason": reason}}
         self.delegate_ = delegate
         self.transformer_ = delegate.transformer_

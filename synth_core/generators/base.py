@@ -164,8 +164,25 @@ class Synthesizer(ABC):
         """
         accountant = PrivacyAccountant(budget)
         privacy_rng = np.random.default_rng(secret_seed())
-        self.transformer_ = fit_transformer_under_dp(data, spec, accountant, privacy_rng)
-        matrix = self.transformer_.transform(data, privacy_rng)
+        transformer = fit_transformer_under_dp(data, spec, accountant, privacy_rng)
+        return self.fit_preprocessed(data, transformer, accountant, privacy_rng, seed=seed, progress=progress)
+
+    def fit_preprocessed(
+        self,
+        data: pd.DataFrame,
+        transformer: TableTransformer,
+        accountant: PrivacyAccountant,
+        privacy_rng: np.random.Generator,
+        *,
+        seed: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Self:
+        """The rest of :meth:`fit` once ``transformer`` was fitted under DP and charged to
+        ``accountant`` (``auto`` chooses its generator from the transformer's DP row count, then
+        hands both over, so the preprocessing is released and charged once)."""
+        budget = accountant.budget
+        self.transformer_ = transformer
+        matrix = transformer.transform(data, privacy_rng)
         model_seed = int(seed) if seed is not None else secret_seed()
         self.training_ = self._fit_matrix(matrix, accountant, seed=model_seed, progress=progress)
         privacy = accountant.to_dict()
