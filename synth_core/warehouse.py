@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from synth_core.boundary import check_identifier, check_source_query, check_table_name
+from synth_core.boundary import check_identifier, check_source_query, check_table_name, scrub_url
 from synth_core.errors import ParameterError, SourceTableError, SpecError, ValidationFailedError
 from synth_core.spec import ColumnKind, ColumnSpec, TableSpec, sql_type_allows
 
@@ -52,14 +52,18 @@ def checked_table_name(table: str, schema: str | None = None, what: str = "table
     return schema, name
 
 
+def warehouse_label(engine: sa.engine.Engine) -> str:
+    """The warehouse URL for messages and artefacts: password and secret query parameters masked
+    (:func:`~synth_core.boundary.scrub_url`)."""
+    return scrub_url(engine.url.render_as_string(hide_password=True))
+
+
 def reflect_table(engine: sa.engine.Engine, table: str, *, schema: str | None = None) -> sa.Table:
     """The catalog entry of ``table``; :class:`SourceTableError` naming it when it does not exist."""
     schema, name = checked_table_name(table, schema)
     if not sa.inspect(engine).has_table(name, schema=schema):
         where = f"{schema}.{name}" if schema else name
-        raise SourceTableError(
-            f"table {where!r} does not exist in warehouse {engine.url.render_as_string(hide_password=True)!r}"
-        )
+        raise SourceTableError(f"table {where!r} does not exist in warehouse {warehouse_label(engine)!r}")
     return sa.Table(name, sa.MetaData(), autoload_with=engine, schema=schema)
 
 
