@@ -122,11 +122,13 @@ class DPSynthHook(BaseHook):
     def object_store_root(self) -> str:
         from airflow.sdk import conf
 
+        from synth_core.object_store import as_uri  # literal file:// URIs: keys are never URL-decoded
+
         root = self.object_store_uri or conf.get("dpsynth", "object_store_uri", fallback="") or ""
         if not root:
-            root = (dpsynth_home() / "objects").as_uri()
+            root = as_uri(dpsynth_home() / "objects")
         elif "://" not in root:
-            root = Path(root).resolve().as_uri()
+            root = as_uri(root)
         return root.rstrip("/")
 
     def get_object_store(self) -> ObjectStore:
