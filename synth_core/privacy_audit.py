@@ -70,8 +70,11 @@ class RecordingAccountant(PrivacyAccountant):
         noiseless: bool = False,
         preprocessing_rho: float | None = None,
     ) -> None:
-        super().__init__(budget or PrivacyBudget(1.0, 1e-6))
-        if preprocessing_rho is not None:
+        if preprocessing_rho is None:
+            super().__init__(budget or PrivacyBudget(1.0, 1e-6))
+        else:  # given: skip converting the budget's (ε, δ) to ρ
+            self.budget = budget or PrivacyBudget(1.0, 1e-6)
+            self.spends = []
             self.preprocessing_rho = float(preprocessing_rho)
         self.noiseless = noiseless
         self.recorded: list[RecordedRelease] = []
@@ -161,6 +164,39 @@ def likelihood_ratio_scores(
         np.where(certain[0], CERTAIN, scores[0]),
         np.where(certain[1], CERTAIN, scores[1]),
     )
+
+
+def select_and_measure_scores(
+    pick: tuple[RecordedRelease, RecordedRelease],
+    counts: tuple[list[NDArray[np.float64]], list[NDArray[np.float64]]],
+    measure: GaussianRelease,
+    runs: int,
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Scores of ``runs`` runs per side of one select-then-measure round (AIM): an exponential
+    pick among candidates (``pick``: the recorded release on ``D`` and ``D'``, the same
+    declaration, scores per candidate), then the picked candidate's marginal (``counts[side][i]``)
+    released with ``measure``'s noise. The score is the exact log-likelihood ratio of the pick and
+    the measurement."""
+    release = pick[0].release
+    if not isinstance(release, ExponentialRelease) or release != pick[1].release:
+        raise ValueError("the two sides made different picks: not comparable")
+    p0, p1 = release.probabilities(pick[0].values), release.probabilities(pick[1].values)
+    with np.errstate(divide="ignore"):
+        log_ratio = np.log(p1) - np.log(p0)
+    sigma = measure.sigma
+    out = []
+    for side, probs in enumerate((p0, p1)):
+        picked = rng.choice(probs.size, size=runs, p=probs)
+        score = log_ratio[picked].astype(np.float64)
+        for i in np.unique(picked):
+            rows = np.flatnonzero(picked == i)
+            c0, c1 = counts[0][i], counts[1][i]
+            diff = c1 - c0
+            y = measure.noised(np.broadcast_to(counts[side][i], (rows.size, c0.size)), rng)
+            score[rows] += (y - c0) @ diff / sigma**2 - float(diff @ diff) / (2 * sigma**2)
+        out.append(score)
+    return out[0], out[1]
 
 
 def observed_sensitivities(
@@ -339,6 +375,202 @@ def audit_releases(
         {
             "charged_rho": sum(r.release.rho for r in without),
             "releases": [r.release.name for r in without],
+            **info,
+        },
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# the audited mechanisms (the product's own code on small neighbouring tables)
+
+
+def _fit_releases(
+    frame: Any, spec: Any, *, preprocessing_rho: float, budget: PrivacyBudget | None = None
+) -> RecordingAccountant:
+    """The releases :func:`~synth_core.transformer.fit_transformer_under_dp` makes on ``frame``."""
+    from synth_core.transformer import fit_transformer_under_dp
+
+    acc = RecordingAccountant(budget, preprocessing_rho=preprocessing_rho)
+    fit_transformer_under_dp(frame, spec, acc, np.random.default_rng(0))
+    return acc
+
+
+def _plus_row(frame: Any, row: dict[str, Any]) -> Any:
+    import pandas as pd
+
+    extra = pd.DataFrame({k: pd.array([v], dtype=frame[k].dtype) for k, v in row.items()})
+    return pd.concat([frame, extra], ignore_index=True)
+
+
+def audit_transformer_release(
+    mechanism: str,
+    prefix: str,
+    frame: Any,
+    spec: Any,
+    added: dict[str, Any],
+    *,
+    runs: int,
+    delta: float,
+    rng: np.random.Generator,
+    preprocessing_rho: float = 1.0,
+    budget: PrivacyBudget | None = None,
+) -> AuditResult:
+    """Audit the transformer's releases named ``prefix…`` on ``frame`` vs ``frame`` + ``added``
+    (one row), with the fit's preprocessing ρ set to ``preprocessing_rho`` (split evenly over the
+    row count and the modelled columns)."""
+    without = _fit_releases(frame, spec, preprocessing_rho=preprocessing_rho, budget=budget).releases(prefix)
+    with_row = _fit_releases(
+        _plus_row(frame, added), spec, preprocessing_rho=preprocessing_rho, budget=budget
+    ).releases(prefix)
+    neighbour = "add one row " + ", ".join(f"{k}={'NULL' if v is None else v!r}" for k, v in added.items())
+    return audit_releases(mechanism, without, with_row, runs=runs, delta=delta, rng=rng, neighbour=neighbour)
+
+
+def audit_aim_round(*, runs: int, rho: float, delta: float, rng: np.random.Generator) -> AuditResult:
+    """One AIM round, select + measure, as :class:`~synth_core.generators.aim.AIMSynthesizer`
+    runs it with round budget ``rho`` (ε = sqrt(8·0.1·ρ) for the pick, σ = sqrt(1/(2·0.9·ρ)) for
+    the measurement), on a 3-column table and the table plus one row; the model it compares to is
+    a fixed uniform one (what the round sees from earlier rounds is public to it)."""
+    from synth_core.generators.aim import AIMSynthesizer, compile_workload
+    from synth_core.generators.marginal import Marginals
+
+    names, sizes = ["a", "b", "c"], [2, 3, 2]
+    base = np.random.default_rng(7).integers(0, 2, size=(40, 3))
+    base[:, 1] = np.where(base[:, 0] == 1, 2, base[:, 1])  # a dependence the model misses
+    added = np.array([[1, 0, 1]])
+    candidates = compile_workload([("a", "b"), ("a", "c"), ("b", "c")])
+    epsilon, sigma = math.sqrt(8.0 * 0.1 * rho), math.sqrt(1.0 / (2.0 * 0.9 * rho))
+
+    class Uniform:
+        def __init__(self, total: float) -> None:
+            self.total = total
+
+        def project(self, clique: tuple[str, ...]) -> NDArray[np.float64]:
+            cells = math.prod(sizes[names.index(a)] for a in clique)
+            return np.full(cells, self.total / cells)
+
+    picks, counts = [], []
+    for codes in (base, np.vstack([base, added])):
+        data = Marginals(codes, names, sizes)
+        acc = RecordingAccountant(preprocessing_rho=0.0)
+        AIMSynthesizer._worst_approximated(candidates, data, Uniform(40.0), epsilon, sigma, acc, rng, 1)  # type: ignore[arg-type]
+        (pick,) = acc.releases("aim:select")
+        picks.append(pick)
+        counts.append([data.counts(cl) for cl in candidates])
+    measure = GaussianRelease("aim:measure", 1.0, sigma)
+    s0, s1 = select_and_measure_scores((picks[0], picks[1]), (counts[0], counts[1]), measure, runs, rng)
+    bound, info = epsilon_lower_bound(s0, s1, delta=delta, rng=rng)
+    charged = picks[0].release.rho + measure.rho
+    return AuditResult(
+        "AIM select + measure (one round)",
+        bound,
+        claimed_epsilon(charged * RDP_ORDERS, 0.0, delta),
+        delta,
+        runs,
+        0.95,
+        "add one row (a=1, b=0, c=1) to 40",
+        {"charged_rho": charged, "pick_epsilon": epsilon, "measure_sigma": sigma, **info},
+    )
+
+
+def audit_dp_sgd_canary(
+    *, runs: int, epsilon: float, delta: float, steps: int, rng: np.random.Generator
+) -> AuditResult:
+    """DP-SGD through :class:`~synth_core.dp_training.PrivateTrainer` with a gradient canary.
+
+    A linear model (two weights, starting at 0) is trained with plain SGD on ``D`` = 20 rows whose
+    gradient is 0 and on ``D'`` = ``D`` + a canary row whose clipped gradient is the clip norm along
+    the second weight, which no other row touches; the trainer's noise is calibrated for
+    ``epsilon`` at the budget's δ = 1e-5 (``steps`` full-batch steps: the row-count bound 20 is
+    public, so q = 1 on both sides). The score is the final second weight (a white-box attacker
+    who sees the released model); the claim is the trainer's own RDP spend at the audit's δ.
+    """
+    import torch
+    from torch import nn
+
+    from synth_core.dp_training import DPSGDConfig, PrivateTrainer
+    from synth_core.privacy import sgm_rdp
+
+    class Linear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(2, 1, bias=False)
+            nn.init.zeros_(self.lin.weight)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lin(x)
+
+    class Gain(nn.Module):
+        """Loss −output per row: its gradient is −x, so SGD moves the weights along x."""
+
+        reduction = "mean"
+
+        def forward(self, out: torch.Tensor) -> torch.Tensor:
+            per_row = -out.squeeze(-1)
+            return per_row.mean() if self.reduction == "mean" else per_row
+
+    budget = PrivacyBudget(epsilon, 1e-5)
+    calibrated: dict[tuple[float, int, float | None], float] = {}
+
+    class Accountant(PrivacyAccountant):
+        """Calibration is a pure function of (q, steps, target): computed once, not per run."""
+
+        def calibrate_noise_multiplier(
+            self, sample_rate: float, steps: int, *, epsilon: float | None = None
+        ) -> float:
+            key = (sample_rate, steps, epsilon)
+            if key not in calibrated:
+                calibrated[key] = super().calibrate_noise_multiplier(sample_rate, steps, epsilon=epsilon)
+            return calibrated[key]
+
+    template = Accountant(budget)
+    rows = 20
+    config = DPSGDConfig(
+        epochs=steps, batch_size=rows, learning_rate=1.0, max_grad_norm=1.0,
+        grad_sample_mode="hooks", device="cpu", log_every_seconds=1e9,
+    )  # fmt: skip
+    tables = (
+        np.zeros((rows, 2), np.float32),
+        np.vstack([np.zeros((rows, 2)), [[0.0, 5.0]]]).astype(np.float32),
+    )
+    scores: list[list[float]] = [[], []]
+    spend = None
+    logger = __import__("logging").getLogger("synth_core.training")
+    level = logger.level
+    logger.setLevel("WARNING")
+    try:
+        for _ in range(runs):
+            for side, table in enumerate(tables):
+                acc = Accountant.__new__(Accountant)
+                acc.budget, acc.spends, acc.preprocessing_rho = budget, [], template.preprocessing_rho
+                model = Linear()
+                trainer = PrivateTrainer(
+                    model, Gain(), table, acc, config, row_count=float(rows),
+                    optimizer_factory=lambda params: torch.optim.SGD(params, lr=1.0),
+                )  # fmt: skip
+                for _epoch, batch in trainer.batches():
+                    trainer.step(trainer.criterion(trainer.module(batch)))
+                trainer.finish()
+                scores[side].append(float(model.lin.weight.detach()[0, 1]))
+                spend = acc.spends[-1]
+    finally:
+        logger.setLevel(level)
+    assert spend is not None
+    bound, info = epsilon_lower_bound(np.asarray(scores[0]), np.asarray(scores[1]), delta=delta, rng=rng)
+    q, sigma, taken = spend.details["sample_rate"], spend.details["noise_multiplier"], spend.details["steps"]
+    return AuditResult(
+        "DP-SGD (PrivateTrainer, gradient canary)",
+        bound,
+        claimed_epsilon(sgm_rdp(q, sigma, taken), 0.0, delta),
+        delta,
+        runs,
+        0.95,
+        "add one canary row to 20 rows of zero gradient",
+        {
+            "sample_rate": q,
+            "noise_multiplier": sigma,
+            "steps": taken,
+            "release_epsilon_at_1e-5": epsilon,
             **info,
         },
     )
