@@ -29,8 +29,10 @@ spec gives them (issue 16.5: ``PEOPLE``, ``main.people`` or ``people_v2`` with
 A ``source_query`` charges every table it reads: it is parsed with ``sqlglot`` in the engine's
 dialect and every table in it (joins, subqueries, CTE bodies, set operations) is resolved to its key;
 CTE names are not tables. A query whose tables cannot be determined — it does not parse as one
-query, it calls a function ``sqlglot`` does not know (a user-defined function, or
-``query_to_xml``-style functions that run SQL given as text), or it reads a table function — is
+query, it calls a function ``sqlglot`` does not model that is not a built-in of the dialect (a
+user-defined, stored or extension function could read any table), it calls a built-in that runs SQL
+given as text or reads files (``query_to_xml``, ``dblink``, ``pg_read_file``, ``load_file``...), or it
+reads a table function — is
 refused with a :class:`~synth_core.errors.ParameterError` unless the user declares a
 ``privacy_scope``. A declared scope is one more key, ``scope:{name}``, recorded in the ledger like a
 table: it is charged *in addition to* every table that can be determined, so declaring a scope never
@@ -54,6 +56,9 @@ from synth_core.errors import ParameterError
 
 MAX_VIEW_DEPTH = 8
 """Views over views are followed this deep; deeper (or cyclic) definitions are refused."""
+
+MAX_QUERY_CHARS = 200_000
+"""A longer source_query is refused: its tables are not worth parsing."""
 
 MAX_KEY_CHARS = 512
 """The ledger's key column holds at most this many characters."""
@@ -199,6 +204,40 @@ class _Undeterminable(Exception):
     """The tables a query reads cannot be determined (the message says why, without values)."""
 
 
+_READS_DATA = frozenset(
+    {
+        # PostgreSQL: run SQL given as text, or read files / large objects
+        *(f"{what}_to_xml{suffix}" for what in ("query", "table", "cursor", "schema", "database")
+          for suffix in ("", "schema", "_and_xmlschema")),
+        "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "lo_get", "lo_import", "lo_export",
+        "dblink", "dblink_exec", "dblink_open", "dblink_fetch", "xpath_table", "crosstab",
+        # MySQL / MariaDB: read files or run commands (UDF libraries)
+        "load_file", "sys_exec", "sys_eval",
+        # SQLite: extensions that read files or other databases
+        "readfile", "load_extension", "fts3_tokenizer",
+    }
+)  # fmt: skip
+"""Functions that read data the ledger cannot see, refused even where they are built in."""
+
+_SQLITE_BUILTINS = frozenset(
+    {
+        "abs", "changes", "char", "coalesce", "concat", "concat_ws", "format", "glob", "hex", "ifnull", "iif",
+        "instr", "last_insert_rowid", "length", "like", "likelihood", "likely", "lower", "ltrim", "max", "min",
+        "nullif", "octet_length", "printf", "quote", "random", "randomblob", "replace", "round", "rtrim", "sign",
+        "soundex", "sqlite_version", "substr", "substring", "total_changes", "trim", "typeof", "unhex", "unicode",
+        "unlikely", "upper", "zeroblob", "date", "time", "datetime", "julianday", "unixepoch", "strftime",
+        "timediff", "avg", "count", "group_concat", "string_agg", "sum", "total", "acos", "acosh", "asin",
+        "asinh", "atan", "atan2", "atanh", "ceil", "ceiling", "cos", "cosh", "degrees", "exp", "floor", "ln",
+        "log", "log10", "log2", "mod", "pi", "pow", "power", "radians", "sin", "sinh", "sqrt", "tan", "tanh",
+        "trunc", "json", "json_array", "json_array_length", "json_extract", "json_insert", "json_object",
+        "json_patch", "json_remove", "json_replace", "json_set", "json_type", "json_valid", "json_quote",
+        "json_group_array", "json_group_object", "row_number", "rank", "dense_rank", "percent_rank", "cume_dist",
+        "ntile", "lag", "lead", "first_value", "last_value", "nth_value",
+    }
+)  # fmt: skip
+"""SQLite's core, date, aggregate, math, JSON and window functions: none reads a table."""
+
+
 def _ascii_lower(text: str) -> str:
     return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in text)
 
@@ -241,10 +280,14 @@ class _Resolver:
         from sqlglot import exp
         from sqlglot.optimizer.scope import traverse_scope
 
+        if len(sql) > MAX_QUERY_CHARS:
+            raise _Undeterminable(f"it is longer than {MAX_QUERY_CHARS} characters")
         try:
             statements = [s for s in sqlglot.parse(sql, read=self.read) if s is not None]
         except (sqlglot.errors.ParseError, sqlglot.errors.TokenError):
             raise _Undeterminable("it does not parse as SQL") from None
+        except RecursionError:
+            raise _Undeterminable("it nests too deeply to parse") from None
         if len(statements) != 1:
             raise _Undeterminable(f"it holds {len(statements)} statements, not one query")
         (tree,) = statements
@@ -254,14 +297,15 @@ class _Resolver:
             raise _Undeterminable("it is not a query")
         if tree.find(exp.Command) is not None:
             raise _Undeterminable("it holds a statement the parser does not understand")
-        unknown = tree.find(exp.Anonymous)
-        if unknown is not None:
-            raise _Undeterminable(
-                f"it calls the function {str(unknown.name)[:64]!r}, which may read tables the ledger cannot see"
-            )
+        for call in tree.find_all(exp.Anonymous):
+            name = str(call.name)
+            if not self._builtin_reads_no_table(name):
+                raise _Undeterminable(
+                    f"it calls the function {name[:64]!r}, which may read tables the ledger cannot see"
+                )
         try:
             scopes = list(traverse_scope(tree))
-        except Exception:  # sqlglot raises several types on queries it cannot scope
+        except (Exception, RecursionError):  # sqlglot raises several types on queries it cannot scope
             raise _Undeterminable("its table references cannot be scoped") from None
         read: dict[int, Any] = {}
         for scope in scopes:
@@ -286,17 +330,59 @@ class _Resolver:
                 raise _Undeterminable("it reads from a table function")
         return [n for n in read.values() if isinstance(n.this, exp.Identifier)]
 
+    def _builtin_reads_no_table(self, name: str) -> bool:
+        """Whether a function the parser does not model is a built-in that reads no table: not a
+        user-defined (or extension) function, and not one that runs SQL given as text or reads
+        files (:data:`_READS_DATA`)."""
+        folded = name.lower()
+        if folded in _READS_DATA:
+            return False
+        if self.dialect == "sqlite":  # no SQL-defined functions; a connection's own are unknown
+            return folded in _SQLITE_BUILTINS
+        if self.dialect == "postgresql":
+            others: int = self.conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                    "WHERE p.proname = :f AND n.nspname <> 'pg_catalog'"
+                ),
+                {"f": folded},
+            ).scalar_one()
+            builtin: int = self.conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                    "WHERE p.proname = :f AND n.nspname = 'pg_catalog'"
+                ),
+                {"f": folded},
+            ).scalar_one()
+            return not others and bool(builtin)
+        if self.dialect == "mysql":
+            stored: int = self.conn.execute(
+                sa.text("SELECT count(*) FROM information_schema.ROUTINES WHERE LOWER(ROUTINE_NAME) = :f"),
+                {"f": folded},
+            ).scalar_one()
+            return not stored
+        return False
+
     # -- one table -------------------------------------------------------------------------------
     def table_keys(self, node: Any, *, depth: int) -> list[str]:
         """The keys of the table ``node`` names: itself, or the tables a view over it reads."""
         if depth > MAX_VIEW_DEPTH:
             raise _Undeterminable(f"views nest deeper than {MAX_VIEW_DEPTH}")
-        if self.dialect == "postgresql":
-            return self._postgres(node, depth)
-        if self.dialect == "mysql":
-            return self._mysql(node, depth)
-        if self.dialect == "sqlite":
-            return self._sqlite(node, depth)
+        for part in ("this", "db", "catalog"):
+            identifier = node.args.get(part)
+            if identifier is not None and (
+                not str(identifier.name) or not str(identifier.name).isprintable()
+            ):
+                raise _Undeterminable("a table name is empty or holds control characters")
+        try:
+            if self.dialect == "postgresql":
+                return self._postgres(node, depth)
+            if self.dialect == "mysql":
+                return self._mysql(node, depth)
+            if self.dialect == "sqlite":
+                return self._sqlite(node, depth)
+        except (sa.exc.DataError, sa.exc.ProgrammingError):  # the catalog refused the name itself
+            raise _Undeterminable("the catalog refuses a table name") from None
         return self._generic(node)
 
     def _postgres(self, node: Any, depth: int) -> list[str]:
