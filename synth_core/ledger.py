@@ -57,7 +57,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from synth_core.budget_scope import BudgetScope, budget_scope
+from synth_core.budget_scope import SCOPE_PREFIX, BudgetScope, budget_scope
 from synth_core.errors import BudgetExceededError, ParameterError
 
 __all__ = [
@@ -331,7 +331,7 @@ class PrivacyLedger:
                 raises = epsilon > status.lifetime_epsilon or delta > status.lifetime_delta
                 if raises and not allow_raise:
                     raise ParameterError(
-                        f"ledger key {key!r} already has a lifetime budget of {old}: raising it to {new} "
+                        f"{_describe(key)} already has a lifetime budget of {old}: raising it to {new} "
                         "needs an explicit allow_raise (CLI: --raise)"
                     )
                 if not (
@@ -339,7 +339,7 @@ class PrivacyLedger:
                     and delta >= status.spent_delta * (1 - _EPS_TOL)
                 ):
                     raise ParameterError(
-                        f"ledger key {key!r} has already spent ε={status.spent_epsilon:.6g}, "
+                        f"{_describe(key)} has already spent ε={status.spent_epsilon:.6g}, "
                         f"δ={status.spent_delta:.3g}: a lifetime budget of {new} is below it"
                     )
                 change = "raised" if raises else "changed"
@@ -721,19 +721,26 @@ class PrivacyLedger:
         key = status.source_table
         if status.lifetime_epsilon is None or status.lifetime_delta is None:
             raise BudgetExceededError(
-                f"ledger key {key!r} has no lifetime privacy budget in the ledger: grant one first"
+                f"{_describe(key)} has no lifetime privacy budget in the ledger: grant one first"
             )
         # written so that a NaN anywhere refuses
         if not epsilon <= status.remaining_epsilon + _EPS_TOL:
             raise BudgetExceededError(
-                f"privacy budget exhausted for {key!r}: remaining epsilon {max(status.remaining_epsilon, 0):.4g} "
+                f"privacy budget exhausted for {_describe(key)}: remaining epsilon {max(status.remaining_epsilon, 0):.4g} "
                 f"of lifetime {status.lifetime_epsilon:.4g}, this run requests epsilon {epsilon:.4g}"
             )
         if not delta <= status.remaining_delta * (1 + _EPS_TOL):
             raise BudgetExceededError(
-                f"privacy budget exhausted for {key!r}: remaining delta {max(status.remaining_delta, 0):.3g} "
+                f"privacy budget exhausted for {_describe(key)}: remaining delta {max(status.remaining_delta, 0):.3g} "
                 f"of lifetime {status.lifetime_delta:.3g}, this run requests delta {delta:.3g}"
             )
+
+
+def _describe(key: str) -> str:
+    """A key as messages name it: ``table '...'`` or ``privacy scope '...'``."""
+    if key.startswith(SCOPE_PREFIX):
+        return f"privacy scope {key[len(SCOPE_PREFIX) :]!r}"
+    return f"table {key!r}"
 
 
 def _carry_note(legacy_key: str) -> str:

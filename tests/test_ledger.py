@@ -405,3 +405,19 @@ def test_generated_amounts_never_grow_the_budget_or_make_it_nan(
 @pytest.fixture(scope="module")
 def shared_ledger(tmp_path_factory: pytest.TempPathFactory) -> PrivacyLedger:
     return PrivacyLedger(f"sqlite:///{tmp_path_factory.mktemp('ledger') / 'ledger.db'}")
+
+
+def test_a_declared_privacy_scope_is_a_key_the_ledger_records(tmp_path: Path) -> None:
+    from synth_core.budget_scope import BudgetScope
+
+    ledger = PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    scope = BudgetScope(("scope:hr-people",), privacy_scope="hr-people")
+    with pytest.raises(BudgetExceededError, match="privacy scope 'hr-people' has no lifetime privacy budget"):
+        ledger.reserve(scope, 1.0, 1e-6, run_id="x")
+    ledger.grant(scope, 2.0, 1e-5)
+    ledger.reserve(scope, 1.0, 1e-6, run_id="x")
+    reserve = ledger.entries(scope)[-1]
+    assert (
+        reserve["source_table"] == "scope:hr-people"
+        and "declared privacy scope 'hr-people'" in reserve["note"]
+    )
