@@ -113,8 +113,6 @@ METRIC_MEANINGS: dict[str, str] = {
     "(about 1 = as close as a fresh real sample; larger is worse).",
     "mi_diff_mean": "Mean absolute difference of pairwise normalized mutual information, real vs synthetic "
     "(0 = every pairwise dependence kept; lower is better).",
-    "rows_real_train": "Real rows the generator was trained on.",
-    "rows_real_holdout": "Real rows kept out of training, used only for evaluation.",
     "rows_synthetic": "Rows of the synthetic table.",
 }
 
