@@ -562,13 +562,20 @@ def publish_table_atomically(
     else:
         assert chunks is not None
         parts = _counted([chunks] if isinstance(chunks, pd.DataFrame) else chunks, expected_rows, target)
-    staging_name = f"{target}__dpsynth_{uuid.uuid4().hex[:8]}"
+    staging_name = _helper_table_name(target, "")
     staging = _staging_table(staging_name, column_types, nullable or {}, schema, comments)
     if engine.dialect.name == "postgresql":
         return _publish_postgres(engine, parts, staging, target, schema, comments, release)
     if engine.dialect.name in ("mysql", "mariadb"):
         return _publish_mysql(engine, parts, staging, target, schema, release)
     return _publish_transactional(engine, parts, staging, target, schema, release)
+
+
+def _helper_table_name(target: str, tag: str) -> str:
+    """A fresh name for a publish's staging (or displaced) table: the target's first 36 characters,
+    so the name stays within every warehouse's identifier limit (PostgreSQL silently truncates
+    past 63 bytes, which would turn a long target's staging table into the target itself)."""
+    return f"{target[:36]}__dpsynth_{tag}{uuid.uuid4().hex[:8]}"
 
 
 def _counted(parts: Iterable[pd.DataFrame], expected: int | None, target: str) -> Iterator[pd.DataFrame]:
@@ -838,7 +845,7 @@ def _publish_mysql(
             for frame in parts:
                 with engine.begin() as conn:
                     rows += _fill(conn, engine, [frame], staging)
-        old = f"{target}__dpsynth_old_{uuid.uuid4().hex[:8]}"
+        old = _helper_table_name(target, "old_")
         with engine.begin() as conn:
             if sa.inspect(conn).has_table(target, schema=schema):
                 conn.exec_driver_sql(

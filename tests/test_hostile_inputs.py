@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import resource
 import uuid
 import zipfile
@@ -247,9 +248,44 @@ def test_hostile_target_names_are_refused_before_any_statement(warehouse: Wareho
     attack()
 
 
-def test_a_value_the_driver_cannot_convert_is_named_by_column_not_value(tmp_path: Path) -> None:
+valid_names = st.one_of(
+    st.sampled_from(
+        ["DROP", "select", "Table", "_", "t__dpsynth_old", "dpsynth_releases_x", "Victim2", "a" * 63]
+    ),
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True),
+)
+
+
+def test_publishing_to_any_valid_name_changes_only_that_target(warehouse: Warehouse) -> None:
+    """Names that pass the rule are quoted: publishing to ``DROP``, ``select``… creates or replaces
+    exactly that table, and ``src``/``victim`` keep their rows."""
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    types: dict[str, sa.types.TypeEngine[Any]] = {"a": sa.Integer(), "b": sa.String(10)}
+    names, victim, src = warehouse.snapshot()
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(name=valid_names)
+    def publish(name: str) -> None:
+        assume(name.lower() not in {n.lower() for n in names})
+        publish_table_atomically(
+            warehouse.engine, frame, target=name, schema=warehouse.schema, column_types=types
+        )
+        after_names, after_victim, after_src = warehouse.snapshot()
+        assert (after_victim, after_src) == (victim, src)
+        assert set(names) <= set(after_names) and name in after_names
+        with warehouse.engine.begin() as conn:  # leave the scratch area as it was for the next example
+            conn.execute(sa.schema.DropTable(sa.Table(name, sa.MetaData(), schema=warehouse.schema)))
+
+    publish()
+    assert warehouse.snapshot() == (names, victim, src)
+
+
+def test_a_value_the_driver_cannot_convert_is_named_by_column_not_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Regression: a DATETIME cell the driver could not parse put the raw value into the exception
     (→ the task log) as a retryable ``ValueError``."""
+    caplog.set_level(logging.DEBUG)
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'w.db'}")
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE events (id INTEGER, seen DATETIME)")
@@ -263,6 +299,7 @@ def test_a_value_the_driver_cannot_convert_is_named_by_column_not_value(tmp_path
         assert "'seen'" in message and "123-45" not in message and "SSN" not in message
         assert isinstance(info.value, NonRetryableError)
         assert info.value.__suppress_context__
+    assert "123-45" not in caplog.text
 
 
 def test_a_mariadb_zero_date_is_named_by_column_not_value() -> None:
