@@ -45,6 +45,7 @@ control, not the ledger's. PostgreSQL table inheritance (not partitioning) is no
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -210,7 +211,8 @@ _READS_DATA = frozenset(
         *(f"{what}_to_xml{suffix}" for what in ("query", "table", "cursor", "schema", "database")
           for suffix in ("", "schema", "_and_xmlschema")),
         "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file", "lo_get", "lo_import", "lo_export",
-        "dblink", "dblink_exec", "dblink_open", "dblink_fetch", "xpath_table", "crosstab",
+        "dblink", "dblink_exec", "dblink_open", "dblink_fetch", "xpath_table", "crosstab", "ts_stat", "ts_rewrite",
+        "loread", "lo_open", "pg_read_server_files",
         # MySQL / MariaDB: read files or run commands (UDF libraries)
         "load_file", "sys_exec", "sys_eval",
         # SQLite: extensions that read files or other databases
@@ -250,6 +252,7 @@ class _Resolver:
         dialect = conn.dialect.name
         self.dialect = "mysql" if dialect == "mariadb" else dialect
         self.read = _SQLGLOT_DIALECTS.get(dialect)
+        self._user_function_names: frozenset[str] | None = None
         url = conn.engine.url
         host = url.host or str(url.query.get("host") or "localhost")
         port = url.port or _DEFAULT_PORTS.get(self.dialect, 0)
@@ -297,12 +300,7 @@ class _Resolver:
             raise _Undeterminable("it is not a query")
         if tree.find(exp.Command) is not None:
             raise _Undeterminable("it holds a statement the parser does not understand")
-        for call in tree.find_all(exp.Anonymous):
-            name = str(call.name)
-            if not self._builtin_reads_no_table(name):
-                raise _Undeterminable(
-                    f"it calls the function {name[:64]!r}, which may read tables the ledger cannot see"
-                )
+        self._refuse_functions_that_read(sql, tree)
         try:
             scopes = list(traverse_scope(tree))
         except (Exception, RecursionError):  # sqlglot raises several types on queries it cannot scope
@@ -314,21 +312,58 @@ class _Resolver:
                     read[id(source)] = source
         cte_names = {str(cte.alias_or_name) for cte in tree.find_all(exp.CTE)}
         for node in tree.find_all(exp.Table):
-            if id(node) in read:
+            if id(node) in read or not isinstance(node.this, exp.Identifier):
                 continue
-            if not isinstance(node.this, exp.Identifier):
-                if isinstance(node.this, exp.GenerateSeries | exp.ExplodingGenerateSeries):
-                    continue  # generates numbers, reads nothing
-                raise _Undeterminable("it reads from a table function")
             if not node.args.get("db") and node.name in cte_names:
                 continue  # a reference to a CTE, whose body is scoped on its own
             read[id(node)] = node  # not explained by scoping: charged, to be safe
-        for node in read.values():
-            if not isinstance(node.this, exp.Identifier):
-                if isinstance(node.this, exp.GenerateSeries | exp.ExplodingGenerateSeries):
-                    continue
-                raise _Undeterminable("it reads from a table function")
+        for node in tree.find_all(exp.Table):
+            # a set-returning function in FROM: a built-in (checked above) reads no table
+            if not isinstance(node.this, exp.Identifier | exp.Func):
+                raise _Undeterminable("it reads from something that is neither a table nor a function")
         return [n for n in read.values() if isinstance(n.this, exp.Identifier)]
+
+    def _refuse_functions_that_read(self, sql: str, tree: Any) -> None:
+        """Refuse a call of a user-defined (stored, extension) function — by any spelling, whatever
+        the parser made of it — of a built-in that runs SQL given as text or reads files, and of a
+        function the parser does not model that is not a built-in of the dialect."""
+        import sqlglot
+        from sqlglot import exp
+        from sqlglot.tokens import TokenType
+
+        try:
+            tokens = sqlglot.Dialect.get_or_raise(self.read).tokenize(sql)
+        except (sqlglot.errors.TokenError, RecursionError):
+            raise _Undeterminable("it does not parse as SQL") from None
+        user_functions = self._user_functions()
+        for token, after in itertools.pairwise(tokens):
+            name = token.text.lower()
+            if after.token_type == TokenType.L_PAREN and (name in user_functions or name in _READS_DATA):
+                raise _Undeterminable(
+                    f"it calls the function {token.text[:64]!r}, which may read tables the ledger cannot see"
+                )
+        for call in tree.find_all(exp.Anonymous):
+            name = str(call.name)
+            if not self._builtin_reads_no_table(name):
+                raise _Undeterminable(
+                    f"it calls the function {name[:64]!r}, which may read tables the ledger cannot see"
+                )
+
+    def _user_functions(self) -> frozenset[str]:
+        """Lower-cased names of the functions defined in the database rather than built in."""
+        if self._user_function_names is None:
+            names: set[str] = set()
+            if self.dialect == "postgresql":
+                query = (
+                    "SELECT DISTINCT lower(p.proname) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')"
+                )
+                names.update(str(r[0]) for r in self.conn.execute(sa.text(query)))
+            elif self.dialect == "mysql":
+                query = "SELECT DISTINCT LOWER(ROUTINE_NAME) FROM information_schema.ROUTINES"
+                names.update(str(r[0]) for r in self.conn.execute(sa.text(query)))
+            self._user_function_names = frozenset(names)
+        return self._user_function_names
 
     def _builtin_reads_no_table(self, name: str) -> bool:
         """Whether a function the parser does not model is a built-in that reads no table: not a
@@ -339,14 +374,9 @@ class _Resolver:
             return False
         if self.dialect == "sqlite":  # no SQL-defined functions; a connection's own are unknown
             return folded in _SQLITE_BUILTINS
+        if folded in self._user_functions():
+            return False
         if self.dialect == "postgresql":
-            others: int = self.conn.execute(
-                sa.text(
-                    "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-                    "WHERE p.proname = :f AND n.nspname <> 'pg_catalog'"
-                ),
-                {"f": folded},
-            ).scalar_one()
             builtin: int = self.conn.execute(
                 sa.text(
                     "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
@@ -354,14 +384,8 @@ class _Resolver:
                 ),
                 {"f": folded},
             ).scalar_one()
-            return not others and bool(builtin)
-        if self.dialect == "mysql":
-            stored: int = self.conn.execute(
-                sa.text("SELECT count(*) FROM information_schema.ROUTINES WHERE LOWER(ROUTINE_NAME) = :f"),
-                {"f": folded},
-            ).scalar_one()
-            return not stored
-        return False
+            return bool(builtin)
+        return self.dialect == "mysql"  # a MySQL name that is not a stored routine is a built-in
 
     # -- one table -------------------------------------------------------------------------------
     def table_keys(self, node: Any, *, depth: int) -> list[str]:

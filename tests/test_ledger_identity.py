@@ -57,6 +57,11 @@ def postgres_engine() -> Iterator[sa.engine.Engine]:
             conn.exec_driver_sql(
                 "CREATE FUNCTION people_count() RETURNS bigint AS 'SELECT count(*) FROM people' LANGUAGE sql"
             )
+            # named like a function the parser models (MySQL's STR_TO_DATE): still user-defined here
+            conn.exec_driver_sql(
+                "CREATE FUNCTION str_to_date(a text, b text) RETURNS bigint "
+                "AS 'SELECT count(*) FROM people' LANGUAGE sql"
+            )
             conn.exec_driver_sql("CREATE TABLE events (at INTEGER) PARTITION BY RANGE (at)")
             conn.exec_driver_sql("CREATE TABLE events_early PARTITION OF events FOR VALUES FROM (0) TO (100)")
         yield engine
@@ -225,6 +230,14 @@ def test_postgres_quoting_schema_partition_and_materialized_view(postgres_engine
     (events,) = _key(postgres_engine, table="events")
     assert _key(postgres_engine, table="events_early") == (events,)
     assert _key(postgres_engine, table="visit_days") == _key(postgres_engine, table="visits")
+    # a user-defined function is refused by any spelling; a built-in set-returning function is not
+    for query in ("SELECT str_to_date('a', 'b') FROM visits", "SELECT public.\"STR_TO_DATE\"('a', 'b')"):
+        with pytest.raises(ParameterError, match="cannot determine which tables"):
+            budget_scope(postgres_engine, table="x", source_query=query)
+    assert _key(postgres_engine, source_query="SELECT * FROM people, unnest(ARRAY[1, 2]) AS u(n)") == (
+        people,
+    )
+    assert _key(postgres_engine, source_query="SELECT * FROM people, jsonb_each('{}'::jsonb)") == (people,)
     # the search_path decides an unqualified name, as PostgreSQL does
     search_hr = sa.create_engine(postgres_engine.url, connect_args={"options": "-csearch_path=hr,public"})
     try:
