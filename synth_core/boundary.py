@@ -20,7 +20,6 @@ import math
 import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
 from synth_core.errors import ParameterError, SpecError
 
@@ -232,33 +231,42 @@ MASK = "***"
 
 
 def scrub_url(text: str) -> str:
-    """``text`` with every URL's secrets masked: the password of ``user:password@`` and the values
-    of query parameters named like secrets (:data:`SECRET_PARAM_PATTERN`: ``password``, ``token``,
-    ``X-Amz-Signature``...). Works on a bare URL or on any text holding URLs (messages, JSON)."""
-    return _URL_IN_TEXT.sub(lambda m: _scrub_one(m.group(0)), text)
+    """``text`` with every URL's secrets masked: the password of ``user:password@`` (also one holding
+    ``/`` or ``@``) and the values of query or fragment parameters named like secrets
+    (:data:`SECRET_PARAM_PATTERN`: ``password``, ``token``, ``X-Amz-Signature``...), plus
+    ``password=…``-style pairs outside URLs (libpq DSNs). Works on a bare URL or on any text holding
+    URLs (messages, JSON). Masks rather than guesses: an ambiguous ``@`` masks more, never less."""
+    scrubbed = _URL_IN_TEXT.sub(lambda m: _scrub_one(m.group(0)), text)
+    return _DSN_SECRET.sub(lambda m: f"{m.group(1)}={MASK}", scrubbed)
+
+
+#: ``name=value`` pairs outside URLs whose name says secret (``password=x`` in a libpq DSN)
+_DSN_SECRET = re.compile(
+    r"\b([\w-]*(?:password|passwd|pwd|secret|token|api_?key)[\w-]*)\s*=\s*(?!\*\*\*)('[^']*'|\"[^\"]*\"|[^\s&,;'\"]+)",
+    re.IGNORECASE,
+)
 
 
 def _scrub_one(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url.split("://", 1)[0] + "://" + MASK
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{MASK}@{host}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if pairs:
-            query = "&".join(
-                f"{quote(k, safe='')}={MASK if SECRET_PARAM_PATTERN.search(k) else quote(v, safe='/:,')}"
-                for k, v in pairs
-            )
-        elif SECRET_PARAM_PATTERN.search(query):
-            query = MASK
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    scheme, _, rest = url.partition("://")
+    params_at = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority_end = min((i for i in (rest.find("/"), params_at) if i >= 0), default=len(rest))
+    at = rest.rfind("@", 0, params_at)
+    if at >= 0 and ":" in rest[:at] and (at < authority_end or ":" in rest[:authority_end]):
+        user = rest[:at].split(":", 1)[0]  # a user name alone is not a secret (as SQLAlchemy shows it)
+        rest = f"{user}:{MASK}" + rest[at:]
+        params_at = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    head, tail = rest[:params_at], rest[params_at:]
+    return f"{scheme}://{head}{_SECRET_PARAM.sub(_mask_param, tail)}"
+
+
+#: one ``name=value`` parameter of a query or fragment
+_SECRET_PARAM = re.compile(r"([?#&;])([^=&#;]*)=([^&#;]*)")
+
+
+def _mask_param(match: re.Match[str]) -> str:
+    sep, name, value = match.groups()
+    return f"{sep}{name}={MASK if SECRET_PARAM_PATTERN.search(name) else value}"
 
 
 # -- sizes and numbers -----------------------------------------------------------------------------

@@ -128,7 +128,7 @@ class ColumnSpec:
             object.__setattr__(self, "datetime_range", (first, last))
         if self.resolution not in DATETIME_RESOLUTIONS:
             raise SpecError(
-                f"{where}: resolution must be one of {DATETIME_RESOLUTIONS}, got {self.resolution!r}"
+                f"{where}: resolution must be one of {DATETIME_RESOLUTIONS}, got {describe(self.resolution)}"
             )
 
     @property
@@ -168,7 +168,7 @@ class ColumnSpec:
             kind = ColumnKind(str(raw.get("kind", "")))
         except ValueError:
             raise SpecError(
-                f"column {name!r}: kind must be one of {[k.value for k in ColumnKind]}, got {raw.get('kind')!r}"
+                f"column {name!r}: kind must be one of {[k.value for k in ColumnKind]}, got {describe(str(raw.get('kind')))}"
             ) from None
         bounds = raw.get("bounds")
         dtr = raw.get("datetime_range")
@@ -229,6 +229,10 @@ class TableSpec:
         if not any(c.is_modelled for c in cols):
             raise SpecError(f"table {self.name!r}: no column is modelled (all are id/drop)")
         if self.target is not None:
+            try:
+                check_identifier(self.target, f"target of table {self.name!r}")
+            except ParameterError as exc:
+                raise SpecError(str(exc)) from None
             tcol = self.column(self.target)
             if tcol.kind not in (ColumnKind.CATEGORICAL, ColumnKind.BOOLEAN):
                 raise SpecError(
@@ -433,7 +437,7 @@ def _is_date_only(sql_type: sa.types.TypeEngine[Any]) -> bool:
 
 def _pair(value: Any, where: str) -> tuple[Any, Any]:
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
-        raise SpecError(f"{where} must be a [low, high] pair, got {value!r}")
+        raise SpecError(f"{where} must be a [low, high] pair, got {describe(str(value))}")
     return value[0], value[1]
 
 
@@ -446,7 +450,7 @@ def _as_datetime(value: Any, where: str) -> dt.datetime:
         return dt.datetime.fromisoformat(str(value))
     except ValueError:
         raise SpecError(
-            f"{where}: datetime_range values must be ISO dates/datetimes, got {value!r}"
+            f"{where}: datetime_range values must be ISO dates/datetimes, got {describe(str(value))}"
         ) from None
 
 

@@ -250,9 +250,11 @@ def test_plain_selects_pass_unchanged_but_for_a_trailing_semicolon() -> None:
 
 
 # -- secrets in URLs ------------------------------------------------------------------------------
-secrets_text = st.text(
-    alphabet=st.characters(min_codepoint=48, max_codepoint=122), min_size=8, max_size=30
-).filter(lambda s: s.isalnum())
+#: secrets as they appear in URLs: ``/``, ``@``, ``:`` and ``=`` included (``?#&`` would be
+#: percent-encoded in a real URL, as SQLAlchemy renders them)
+secrets_text = st.text(alphabet="abcdefghXYZ0123456789/@:=-_.~!$", min_size=8, max_size=30).filter(
+    lambda s: sum(c.isalnum() for c in s) >= 6
+)
 
 
 @SETTINGS
@@ -263,14 +265,19 @@ secrets_text = st.text(
          "X-Amz-Security-Token", "aws_secret_access_key", "client_secret", "sslpassword", "auth"]
     ),
     scheme=st.sampled_from(["postgresql+psycopg", "mysql+pymysql", "https", "s3", "snowflake"]),
-    userinfo=st.booleans(),
+    where=st.sampled_from(["userinfo", "query", "fragment", "dsn"]),
 )  # fmt: skip
-def test_secrets_in_urls_never_survive_scrubbing(
-    secret: str, param: str, scheme: str, userinfo: bool
-) -> None:
-    """Regression: a password given as a URL query parameter appeared in the manifest and output."""
-    cred = f"user:{secret}@" if userinfo else ""
-    url = f"{scheme}://{cred}host:5432/db?sslmode=require&{param}={secret}&application_name=x"
+def test_secrets_in_urls_never_survive_scrubbing(secret: str, param: str, scheme: str, where: str) -> None:
+    """Regression: a password given as a URL query parameter appeared in the manifest and output
+    (the ``user:pass@`` form was masked)."""
+    if where == "userinfo":
+        url = f"{scheme}://user:{secret}@host:5432/db?sslmode=require"
+    elif where == "query":
+        url = f"{scheme}://user@host:5432/db?sslmode=require&{param}={secret}&application_name=x"
+    elif where == "fragment":
+        url = f"{scheme}://host:5432/db?sslmode=require#{param}={secret}"
+    else:
+        url = f"host:5432/db sslmode=require {param if 'pass' in param.lower() else 'password'}={secret}"
     for text in (url, f"cannot use warehouse {url!r}: boom", json.dumps({"warehouse": url})):
         scrubbed = scrub_url(text)
         assert secret not in scrubbed
@@ -280,7 +287,10 @@ def test_secrets_in_urls_never_survive_scrubbing(
 def test_scrubbing_keeps_harmless_urls_readable() -> None:
     assert scrub_url("s3://bucket/published/t/_latest.json") == "s3://bucket/published/t/_latest.json"
     assert scrub_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+    assert scrub_url("mysql+pymysql://root@h:3306/db") == "mysql+pymysql://root@h:3306/db"
     assert scrub_url("see https://x/y?page=2 and more") == "see https://x/y?page=2 and more"
+    assert scrub_url("s3://bucket/me@example.com/x.parquet") == "s3://bucket/me@example.com/x.parquet"
+    assert scrub_url("postgresql://u:p@ss/w@host/db") == "postgresql://u:***@host/db"
 
 
 # -- spec and training limits ---------------------------------------------------------------------
