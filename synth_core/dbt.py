@@ -25,8 +25,11 @@ built-in generic tests only:
 * ``not_null``: non-nullable columns and ``id`` columns;
 * ``unique``: ``id`` columns;
 * ``accepted_values``: booleans, and categorical columns with a public domain
-  (``ColumnSpec.categories``) or, failing that, a DP-discovered domain passed in ``domains``
-  (a categorical column with neither gets no domain test). NULLs pass, as in the GX suite.
+  (``ColumnSpec.categories``), as errors; a categorical column with a DP-discovered domain passed
+  in ``domains`` gets the test with ``config: {severity: Warn}``: the next release discovers its
+  domain afresh under DP (a rare category may come or go), and a project still holding this
+  release's ``sources.yml`` must not fail on the next release's table. A categorical column with
+  neither gets no domain test. NULLs pass, as in the GX suite.
 
 Numeric/integer bounds and datetime ranges have no built-in dbt test (``accepted_range`` lives in
 the dbt-utils package, which a published source must not require): they stay in the GX suite, and
@@ -49,6 +52,9 @@ how old the published release is: re-render this file on every release.
 
 Column names that SQLAlchemy would have quoted when it created the table (not lower-case plain
 identifiers, or reserved words) get ``quote: true`` so dbt's tests quote them too.
+
+Numbers in ``meta`` are rounded up to 4 significant digits (``epsilon: 3.0``, not
+``2.9999999999943845``): rounding up never states a smaller ε or δ than the release spent.
 
 Output is deterministic: keys in a fixed order, columns in spec order, public domains in spec
 order and DP-discovered domains in the order given (sorted when given as a set).
@@ -169,8 +175,8 @@ def build_dbt_sources(
     else:
         table_config["loaded_at_query"] = loaded_at_query or _published_at_query(rel["published_at"])
     table_config["meta"] = {
-        "epsilon": rel["epsilon"] if private else "inf",
-        "delta": rel["delta"],
+        "epsilon": round_up_significant(rel["epsilon"]) if private else "inf",
+        "delta": round_up_significant(rel["delta"]),
         "generator": rel["generator"],
         "run_id": rel["run_id"],
         "report_uri": rel["report_uri"],
@@ -372,7 +378,12 @@ def _column(spec: TableSpec, col: ColumnSpec, domains: Mapping[str, Any], privat
     if domain is not None:
         values, quote, source = domain
         meta["domain"] = source
-        tests.append({"accepted_values": {"arguments": {"values": values, "quote": quote}}})
+        test: dict[str, Any] = {"arguments": {"values": values, "quote": quote}}
+        if source == "dp":
+            # the next release's DP domain may differ: report, do not fail downstream builds
+            # ("Warn": the spelling dbt 1.11's JSON schema accepts; its parser ignores case)
+            test["config"] = {"severity": "Warn"}
+        tests.append({"accepted_values": test})
     out["config"] = {"meta": meta}
     if tests:
         out["data_tests"] = tests
@@ -437,7 +448,24 @@ def _sql_text(value: Any) -> str:
 
 
 def _num(value: float) -> str:
-    return f"{value:.6g}"
+    """A privacy parameter for a sentence, rounded up like the ``meta`` value."""
+    return f"{round_up_significant(value):g}"
+
+
+def round_up_significant(value: float, digits: int = 4) -> float:
+    """``value`` rounded up (towards +∞) to ``digits`` significant digits.
+
+    ``2.9999999999943845`` → ``3.0``; ``1.23441`` → ``1.235``; ``1e-05`` stays ``1e-05``; zero and
+    non-finite values are returned as they are. Used for ε and δ: a stated privacy parameter
+    must never be below the one spent.
+    """
+    from decimal import ROUND_CEILING, Decimal
+
+    if value == 0 or not math.isfinite(value):
+        return value
+    exact = Decimal(repr(float(value)))  # the shortest decimal that is this float
+    step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+    return float(exact.quantize(step, rounding=ROUND_CEILING))
 
 
 _RESERVED: frozenset[str] | None = None
@@ -465,4 +493,10 @@ def _escape_jinja(value: Any, *, keep: tuple[str, ...], key: str | None = None) 
     return value
 
 
-__all__ = ["DEFAULT_FRESHNESS", "RELEASE_KEYS", "build_dbt_sources", "render_dbt_sources_yml"]
+__all__ = [
+    "DEFAULT_FRESHNESS",
+    "RELEASE_KEYS",
+    "build_dbt_sources",
+    "render_dbt_sources_yml",
+    "round_up_significant",
+]

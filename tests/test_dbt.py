@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,17 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from conftest import ADULT_PATH, ADULT_SPEC_PATH
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from synth_core.datasets import load_adult_frame
-from synth_core.dbt import DEFAULT_FRESHNESS, RELEASE_KEYS, build_dbt_sources, render_dbt_sources_yml
+from synth_core.dbt import (
+    DEFAULT_FRESHNESS,
+    RELEASE_KEYS,
+    build_dbt_sources,
+    render_dbt_sources_yml,
+    round_up_significant,
+)
 from synth_core.errors import ParameterError, SpecError
 from synth_core.spec import ColumnKind, ColumnSpec, TableSpec
 
@@ -161,8 +170,12 @@ def test_sources_yml_structure() -> None:
         return list(columns[name].get("data_tests", []))
 
     def accepted(name: str) -> dict[str, Any]:
-        [arguments] = [t["accepted_values"]["arguments"] for t in tests(name) if isinstance(t, dict)]
+        [test] = [t["accepted_values"] for t in tests(name) if isinstance(t, dict)]
+        arguments = test["arguments"]
         assert list(arguments) == ["values", "quote"]
+        # a public domain (or a boolean's) is an error; a DP-discovered one only warns
+        source = columns[name]["config"]["meta"].get("domain")
+        assert test.get("config") == ({"severity": "Warn"} if source == "dp" else None), name
         return dict(arguments)
 
     assert tests("id") == ["not_null", "unique"]
@@ -175,7 +188,8 @@ def test_sources_yml_structure() -> None:
     assert accepted("colour") == {"values": ["red", "yes", "null"], "quote": True}
     assert accepted("level") == {"values": [1, 2, 3], "quote": False}
     city = accepted("city")
-    assert city["quote"] is True
+    assert city["quote"] is True and columns["city"]["config"]["meta"]["domain"] == "dp"
+    assert columns["colour"]["config"]["meta"]["domain"] == "public"
     # nulls and duplicates dropped, order kept, single quotes doubled for the SQL literal
     assert city["values"][:2] == ["Zürich", "O''Hare"] and city["values"][3] == "a: b"
     assert columns["Order"]["quote"] is True and "quote" not in columns["age"]
@@ -216,6 +230,32 @@ def test_sources_yml_structure() -> None:
     assert "Source: People {{ not jinja }}. Quality/privacy report: s3://" in get_rendered(
         table["description"], {}
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False, exclude_min=True))
+def test_privacy_parameters_are_rounded_up_to_four_significant_digits(value: float) -> None:
+    rounded = round_up_significant(value)
+    assert rounded >= value  # never states less privacy loss than spent
+    assert rounded <= value * (1 + 1e-3) or rounded - value <= 1e-300  # ...and only by rounding
+    assert len(Decimal(repr(rounded)).normalize().as_tuple().digits) <= 4  # as YAML writes it
+
+
+def test_meta_numbers_are_rounded() -> None:
+    spec = _small_spec()
+    release = _release(epsilon=2.9999999999943845, delta=1.0000000000000004e-06)
+    doc = build_dbt_sources(spec=spec, source_name="s", database=None, schema="p", table="t", release=release)
+    [table] = doc["sources"][0]["tables"]
+    assert (table["config"]["meta"]["epsilon"], table["config"]["meta"]["delta"]) == (3.0, 1.001e-06)
+    text = render_dbt_sources_yml(
+        spec=spec, source_name="s", database=None, schema="p", table="t", release=release
+    )
+    assert "epsilon: 3.0\n" in text and "2.99999" not in text
+    assert "ε = 3, δ = 1.001e-06" in table["description"]
+    odd = build_dbt_sources(
+        spec=spec, source_name="s", database=None, schema="p", table="t", release=_release(epsilon=1.23441)
+    )
+    assert odd["sources"][0]["tables"][0]["config"]["meta"]["epsilon"] == 1.235  # up, never down
 
 
 def test_options_and_non_private_release() -> None:
@@ -465,3 +505,68 @@ def test_dbt_test_fails_naming_the_broken_rules(
     for uid in failed:
         assert f"Failure in test {uid.split('.')[2]} " in out  # dbt names each failing test
     assert f"source_not_null_{SOURCE}_{bad}_age" in out
+
+
+#: Two releases' DP-discovered native_country domains: each release's rows use its own.
+FIRST_COUNTRIES = ["United-States", "Mexico", "Philippines"]
+SECOND_COUNTRIES = ["United-States", "India", "Germany", "Canada"]
+
+
+def test_each_release_passes_dbt_test_with_the_other_releases_sources_yml(
+    pg: tuple[sa.engine.Engine, str], published: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Two releases of one table whose DP domains differ: a project still holding one release's
+    sources.yml runs ``dbt test`` on the other release's table; the DP domain test only warns,
+    every public-domain and NULL test still passes, and ``dbt test`` succeeds."""
+    engine, schema = pg
+    releases = {}
+    for n, countries in enumerate((FIRST_COUNTRIES, SECOND_COUNTRIES), start=1):
+        table = f"{TABLE}_release{n}"
+        frame = published.copy()
+        frame["native_country"] = [countries[i % len(countries)] for i in range(len(frame))]
+        frame.loc[::7, "native_country"] = None  # a nullable column: NULLs pass either way
+        frame.to_sql(table, engine, schema=schema, index=False)
+        releases[n] = (table, countries)
+
+    def sources(n: int, table: str) -> str:
+        """Release ``n``'s sources.yml, pointed at ``table``."""
+        return render_dbt_sources_yml(
+            spec=_published_spec(),
+            source_name=SOURCE,
+            database=None,
+            schema=schema,
+            table=table,
+            release=_release(run_id=f"release-{n}", epsilon=2.9999999999943845),
+            domains={"native_country": releases[n][1]},
+        )
+
+    for own, other in ((1, 2), (2, 1)):
+        data_table = releases[own][0]
+        project = _write_project(
+            tmp_path / f"release{own}", schema=schema, sources_yml=sources(other, data_table)
+        )
+        (project / "models" / "adult_people.sql").write_text(
+            f"select * from {{{{ source('{SOURCE}', '{data_table}') }}}}\n"
+        )
+        tested = _dbt(project, "test")
+        out = _output(tested)
+        assert tested.returncode == 0, out
+        assert "Deprecat" not in out
+        tests = _tests_by_id(project)
+        results = _results(project)
+        assert len(results) == EXPECTED_TESTS
+        warned = {tests[uid] for uid, status in results.items() if status == "warn"}
+        assert warned == {("accepted_values", "native_country")}, out
+        assert {s for uid, s in results.items() if tests[uid] != ("accepted_values", "native_country")} == {
+            "pass"
+        }
+        assert "WARN=1 " in tested.stdout and f"PASS={EXPECTED_TESTS - 1} " in tested.stdout
+        manifest = json.loads((project / "target" / "manifest.json").read_text())
+        [source] = [s for s in manifest["sources"].values() if s["name"] == data_table]
+        assert source["meta"]["epsilon"] == 3.0 and source["meta"]["run_id"] == f"release-{other}"
+
+        # with its own sources.yml, the release passes every test, the DP domain included
+        (project / "models" / "sources.yml").write_text(sources(own, data_table), encoding="utf-8")
+        tested = _dbt(project, "test")
+        assert tested.returncode == 0, _output(tested)
+        assert set(_results(project).values()) == {"pass"}
