@@ -233,7 +233,34 @@ class TableTransformer:
         """The rows of ``matrix`` decoded to numpy arrays (category codes, values, NULL masks);
         :meth:`DecodedRows.frame` builds pandas columns for the rows and columns asked for, so rows
         a caller drops (rule rejection) never become Python or Arrow strings."""
-        n = matrix.shape[0]
+        slots: dict[str, NDArray[np.int64]] = {}
+        positions: dict[str, NDArray[np.float64]] = {}
+        missing: dict[str, NDArray[np.bool_]] = {}
+        for col in self.columns:
+            if col.is_continuous:
+                span_iter = iter(col.spans)
+                if col.nullable:
+                    ms = next(span_iter)
+                    missing[col.name] = matrix[:, ms.start + 1] > matrix[:, ms.start]
+                vs = next(span_iter)
+                positions[col.name] = ndtr(np.nan_to_num(matrix[:, vs.start].astype(np.float64), nan=0.0))
+            else:
+                (span,) = col.spans
+                slots[col.name] = np.argmax(matrix[:, span.start : span.start + span.width], axis=1)
+        return self.decode_cells(matrix.shape[0], slots, positions, missing, rng)
+
+    def decode_cells(
+        self,
+        n: int,
+        slots: dict[str, NDArray[np.int64]],
+        positions: dict[str, NDArray[np.float64]],
+        missing: dict[str, NDArray[np.bool_]],
+        rng: np.random.Generator,
+    ) -> DecodedRows:
+        """:meth:`decode` from cells instead of a matrix (a generator that draws cells directly
+        skips the one-hot matrix): per categorical/boolean column its softmax slot ``(n,)``; per
+        continuous column its position ``(n,)`` in ``[0, 1]`` on the column's DP CDF (the value
+        is the DP quantile there), and, when nullable, its NULL mask."""
         columns: dict[str, _DecodedColumn] = {}
         by_name = {c.name: c for c in self.columns}
         for cspec in self.spec.output_columns:
@@ -244,18 +271,11 @@ class TableTransformer:
             col = by_name[cspec.name]
             if col.is_continuous:
                 assert col.bins is not None
-                span_iter = iter(col.spans)
-                missing = None
-                if col.nullable:
-                    ms = next(span_iter)
-                    missing = matrix[:, ms.start + 1] > matrix[:, ms.start]
-                vs = next(span_iter)
-                values = _quantile_inverse(matrix[:, vs.start].astype(np.float64), col.bins, col.integer)
-                columns[cspec.name] = _DecodedColumn(dtype, "value", values, missing, col=col)
+                values = _quantile_at(positions[col.name], col.bins, col.integer)
+                null = missing.get(col.name) if col.nullable else None
+                columns[cspec.name] = _DecodedColumn(dtype, "value", values, null, col=col)
             else:
-                (span,) = col.spans
-                codes = np.argmax(matrix[:, span.start : span.start + span.width], axis=1)
-                idx, categories = _category_index(codes, col, rng)
+                idx, categories = _category_index(slots[col.name], col, rng)
                 columns[cspec.name] = _DecodedColumn(dtype, "category", idx, categories=categories)
         return DecodedRows(n, columns, rng)
 
@@ -662,8 +682,10 @@ def _quantile_forward(
     return np.asarray(ndtri(np.clip(u, _U_EPS, 1.0 - _U_EPS)), dtype=np.float64)
 
 
-def _quantile_inverse(z: NDArray[np.float64], bins: QuantileBins, integer: bool) -> NDArray[np.float64]:
-    u = np.clip(ndtr(np.nan_to_num(z, nan=0.0)), 0.0, 1.0)
+def _quantile_at(u: NDArray[np.float64], bins: QuantileBins, integer: bool) -> NDArray[np.float64]:
+    """The DP quantile function at ``u`` (clipped to ``[0, 1]``): linear inside a bin, the
+    atom's value on an atom."""
+    u = np.clip(u, 0.0, 1.0)
     cdf_hi = bins.cdf_right
     cdf_lo = cdf_hi - bins.mass
     idx = np.clip(np.searchsorted(cdf_hi, u, side="left"), 0, bins.mass.size - 1)

@@ -42,7 +42,7 @@ from synth_core.object_store import ObjectStore
 from synth_core.privacy import PrivacyAccountant, PrivacyBudget, secret_seed
 from synth_core.rules import RuleUnsatisfiableError, evaluate_rules
 from synth_core.spec import TableSpec
-from synth_core.transformer import TableTransformer, fit_transformer_under_dp
+from synth_core.transformer import DecodedRows, TableTransformer, fit_transformer_under_dp
 
 #: most rows one sampling round draws from the model (bounds a round's memory)
 SAMPLE_CHUNK_ROWS = 100_000
@@ -138,6 +138,11 @@ class Synthesizer(ABC):
     def _sample_matrix(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``(n, d)`` float32 in the transformer's layout; a softmax span holds a one-hot draw, or
         scores whose argmax is the draw (e.g. Gumbel-perturbed logits)."""
+
+    def _sample_decoded(self, n: int, rng: np.random.Generator) -> DecodedRows:
+        """``n`` drawn rows decoded to numpy columns; the default decodes :meth:`_sample_matrix`
+        (a generator that draws cells directly overrides it to skip the matrix)."""
+        return self._require_fitted().decode(self._sample_matrix(n, rng), rng)
 
     @abstractmethod
     def _model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -290,7 +295,7 @@ class Synthesizer(ABC):
             batch = (
                 want if not rules else max(int(want / max(acceptance, MIN_RULE_ACCEPTANCE) * 1.1) + 16, 1_000)
             )
-            decoded = transformer.decode(self._sample_matrix(min(batch, SAMPLE_CHUNK_ROWS), rng), rng)
+            decoded = self._sample_decoded(min(batch, SAMPLE_CHUNK_ROWS), rng)
             if not rules:
                 frame = decoded.frame()
             else:

@@ -44,7 +44,7 @@ from synth_core.errors import MissingExtraError, ParameterError
 from synth_core.generators.base import Synthesizer
 from synth_core.privacy import RDP_ORDERS, PrivacyAccountant, PrivacyBudget, secret_seed
 from synth_core.spec import TableSpec
-from synth_core.transformer import ColumnTransform, TableTransformer
+from synth_core.transformer import ColumnTransform, DecodedRows, TableTransformer
 
 INSTALL_HINT = "pip install 'airflow-provider-dpsynth[marginal]'"
 #: cells whose noisy 1-way count is below this many noise standard deviations are merged
@@ -188,22 +188,42 @@ def decode_codes(
     n = codes.shape[0]
     out = np.zeros((n, width), dtype=np.float32)
     rows = np.arange(n)
+    slots, positions, missing = cells_of_codes(codes, columns, rng)
+    for dc in columns:
+        if dc.kind == "softmax":
+            out[rows, dc.value_start + slots[dc.name]] = 1.0
+            continue
+        null = missing[dc.name]
+        out[:, dc.value_start] = np.where(null, 0.0, ndtri(positions[dc.name])).astype(np.float32)
+        if dc.missing_start >= 0:
+            out[:, dc.missing_start] = (~null).astype(np.float32)
+            out[:, dc.missing_start + 1] = null.astype(np.float32)
+    return out
+
+
+def cells_of_codes(
+    codes: NDArray[np.int64], columns: list[DiscreteColumn], rng: np.random.Generator
+) -> tuple[dict[str, NDArray[np.int64]], dict[str, NDArray[np.float64]], dict[str, NDArray[np.bool_]]]:
+    """Cell codes ``(rows, columns)`` → the transformer's cells (``TableTransformer.decode_cells``):
+    softmax slots; for a continuous column a uniform position inside its group's DP CDF range and
+    its NULL mask (the NULL cell comes after the groups)."""
+    n = codes.shape[0]
+    slots: dict[str, NDArray[np.int64]] = {}
+    positions: dict[str, NDArray[np.float64]] = {}
+    missing: dict[str, NDArray[np.bool_]] = {}
     for j, dc in enumerate(columns):
         c = codes[:, j]
         if dc.kind == "softmax":
-            out[rows, dc.value_start + c] = 1.0
+            slots[dc.name] = c
             continue
         assert dc.cdf_lo is not None and dc.cdf_hi is not None
         null = c >= dc.n_groups
         g = np.minimum(c, dc.n_groups - 1)
         lo, hi = np.asarray(dc.cdf_lo)[g], np.asarray(dc.cdf_hi)[g]
         u = lo + (_U_MARGIN + (1 - 2 * _U_MARGIN) * rng.random(n)) * (hi - lo)
-        z = ndtri(np.clip(u, 1e-7, 1 - 1e-7))
-        out[:, dc.value_start] = np.where(null, 0.0, z).astype(np.float32)
-        if dc.missing_start >= 0:
-            out[:, dc.missing_start] = (~null).astype(np.float32)
-            out[:, dc.missing_start + 1] = null.astype(np.float32)
-    return out
+        positions[dc.name] = np.clip(u, 1e-7, 1 - 1e-7)
+        missing[dc.name] = null
+    return slots, positions, missing
 
 
 # ------------------------------------------------------------------------------------------------
@@ -571,7 +591,18 @@ class MarginalSynthesizer(Synthesizer):
         }
 
     def _sample_matrix(self, n: int, rng: np.random.Generator) -> NDArray[np.float32]:
-        assert self.chain_ is not None and self.transformer_ is not None
+        assert self.transformer_ is not None
+        return decode_codes(self._sample_codes(n, rng), self.columns_, self.transformer_.output_dim, rng)
+
+    def _sample_decoded(self, n: int, rng: np.random.Generator) -> DecodedRows:
+        # cells straight to the transformer: no one-hot matrix to build and take the argmax of
+        assert self.transformer_ is not None
+        slots, positions, missing = cells_of_codes(self._sample_codes(n, rng), self.columns_, rng)
+        return self.transformer_.decode_cells(n, slots, positions, missing, rng)
+
+    def _sample_codes(self, n: int, rng: np.random.Generator) -> NDArray[np.int64]:
+        """``(n, columns)`` cell codes of the discrete domain drawn from the fitted model."""
+        assert self.chain_ is not None
         compressed = self.chain_.sample(n, len(self.columns_), rng)
         codes = np.empty_like(compressed)
         for j, (mapping, merged) in enumerate(zip(self.maps_, self.merged_, strict=True)):
@@ -586,7 +617,7 @@ class MarginalSynthesizer(Synthesizer):
                 hit = out < 0
                 out[hit] = rest[rng.choice(rest.size, size=int(hit.sum()), p=np.asarray(merged))]
             codes[:, j] = out
-        return decode_codes(codes, self.columns_, self.transformer_.output_dim, rng)
+        return codes
 
     def _model_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
         import torch
