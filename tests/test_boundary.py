@@ -249,6 +249,39 @@ def test_plain_selects_pass_unchanged_but_for_a_trailing_semicolon() -> None:
     assert check_source_query("SELECT a FROM t;  ", "sqlite") == "SELECT a FROM t"
 
 
+#: queries analysts write: none may be refused
+EVERYDAY_QUERIES = {
+    "postgresql": [
+        "SELECT a::int AS a, b FROM s.t WHERE b ILIKE 'x%'",
+        "SELECT date_trunc('day', ts) AS d, count(*) OVER (PARTITION BY b) AS n FROM t",
+        "SELECT DISTINCT ON (a) a, b FROM t ORDER BY a, b DESC",
+        "SELECT a FROM t WHERE b = ANY(ARRAY[1,2])",
+        "SELECT CASE WHEN a > 1 THEN 'x' ELSE NULL END AS c FROM t LIMIT 10 OFFSET 5",
+        "SELECT t.a, u.b FROM t JOIN u USING (id) WHERE t.ts > now() - interval '30 days'",
+        'select "Mixed Col" as a from "Weird Table"',
+        "SELECT a FROM t TABLESAMPLE BERNOULLI (10)",
+        "SELECT a FROM t WHERE b ~ '^x'",
+    ],
+    "mysql": [
+        "SELECT `a`, DATE_FORMAT(ts, '%Y') AS y FROM `db`.`t`",
+        "SELECT a FROM t WHERE b REGEXP '^x' LIMIT 5, 10",
+        "SELECT IFNULL(a, 0) AS a, GROUP_CONCAT(b) AS b FROM t GROUP BY a",
+    ],
+    "sqlite": [
+        "SELECT a, strftime('%Y', ts) AS y FROM t",
+        "SELECT a FROM t WHERE b GLOB 'x*'",
+        "SELECT a, b FROM t WHERE rowid % 2 = 0 LIMIT 5",
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("dialect", "query"), [(d, q) for d, queries in EVERYDAY_QUERIES.items() for q in queries]
+)
+def test_everyday_selects_are_not_refused(dialect: str, query: str) -> None:
+    assert check_source_query(query, dialect) == query
+
+
 # -- secrets in URLs ------------------------------------------------------------------------------
 #: secrets as they appear in URLs: ``/``, ``@``, ``:`` and ``=`` included (``?#&`` would be
 #: percent-encoded in a real URL, as SQLAlchemy renders them)
