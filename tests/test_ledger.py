@@ -6,7 +6,7 @@ import multiprocessing as mp
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from synth_core.errors import BudgetExceededError, ParameterError
@@ -355,51 +355,78 @@ def test_eight_concurrent_reservations_over_two_keys_on_a_server_only_three_fit(
 
 
 # -- generated amounts (hypothesis): the remaining budget never grows and never becomes NaN -------
-_AMOUNT = st.one_of(
+_HOSTILE = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
-    st.floats(min_value=0.0, max_value=5.0),
-    st.sampled_from([0.0, -0.0, 1e-300, 1e300, -1e-12, float("nan"), float("inf"), float("-inf")]),
+    st.sampled_from([0.0, -0.0, 1e-300, 1e300, -1e-12, -1.0, float("nan"), float("inf"), float("-inf")]),
     st.integers(min_value=-(10**30), max_value=10**30),
 )
+_EPSILON = st.one_of(_HOSTILE, st.floats(min_value=0.0, max_value=5.0))
+_DELTA = st.one_of(_HOSTILE, st.sampled_from([1e-7, 1e-6, 2e-6, 1e-5, 0.5]))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     ops=st.lists(
-        st.tuples(st.sampled_from(["reserve", "settle", "grant", "check"]), _AMOUNT, _AMOUNT), max_size=8
+        st.one_of(
+            st.tuples(st.sampled_from(["reserve", "settle", "grant", "check"]), _EPSILON, _DELTA),
+            st.tuples(st.just("reserve"), st.floats(0.01, 2.0), st.sampled_from([1e-7, 1e-6])),  # fits
+            st.tuples(st.just("settle"), _HOSTILE, _DELTA),
+        ),
+        max_size=10,
     )
 )
+@example(ops=[("reserve", 1.0, 1e-6), ("settle", -1.0, 1e-6)])  # what the old settle accepted
+@example(ops=[("reserve", 1.0, 1e-6), ("settle", float("nan"), 1e-6), ("reserve", 4.5, 1e-6)])
 def test_generated_amounts_never_grow_the_budget_or_make_it_nan(
     shared_ledger: PrivacyLedger, ops: list[tuple[str, float, float]]
 ) -> None:
+    """Against a model of the ledger: only valid amounts are accepted, spent is what the model
+    says (open reservations in full, settled ones at their spend), the remaining budget is finite
+    and shrinks except by the unspent part of a settled reservation."""
     import math
     import uuid
 
     key = uuid.uuid4().hex
     shared_ledger.grant(key, 5.0, 1e-5)
-    open_ids: list[int] = []
-    status = shared_ledger.status(key)
-    remaining = status.remaining_epsilon
+    grant = (5.0, 1e-5)
+    open_: dict[int, tuple[float, float]] = {}
+    settled: list[tuple[float, float]] = []
+
+    def spent() -> tuple[float, float]:
+        amounts = list(open_.values()) + settled
+        return sum(a[0] for a in amounts), sum(a[1] for a in amounts)
+
     for op, eps, delta in ops:
+        before = spent()
         try:
             if op == "reserve":
-                open_ids.append(shared_ledger.reserve(key, eps, delta, run_id="h"))
-            elif op == "settle" and open_ids:
-                shared_ledger.settle(open_ids.pop(0), eps, delta)
+                res_id = shared_ledger.reserve(key, eps, delta, run_id="h")
+                assert math.isfinite(eps) and 0 < eps <= grant[0] - before[0] + 1e-9 and 0 < delta < 1
+                open_[res_id] = (float(eps), float(delta))
+            elif op == "settle" and open_:
+                res_id = next(iter(open_))
+                shared_ledger.settle(res_id, eps, delta)
+                reserved = open_.pop(res_id)
+                assert math.isfinite(eps) and math.isfinite(delta) and eps >= 0 and delta >= 0
+                assert eps <= reserved[0] * (1 + 1e-9) + 1e-9 and delta <= reserved[1] * (1 + 1e-9)
+                settled.append((min(eps, reserved[0]), min(delta, reserved[1])))
             elif op == "grant":
                 shared_ledger.grant(key, eps, delta)  # without allow_raise: may only lower
+                assert math.isfinite(eps) and 0 < eps <= grant[0] and 0 < delta <= grant[1]
+                assert eps >= before[0] - 1e-9
+                grant = (float(eps), float(delta))
             else:
                 shared_ledger.check(key, eps, delta)
+                assert eps <= grant[0] - before[0] + 1e-9
         except (ParameterError, BudgetExceededError):
             pass
         status = shared_ledger.status(key)
-        now = status.remaining_epsilon
-        assert math.isfinite(now) and math.isfinite(status.remaining_delta)
-        assert status.spent_epsilon >= 0 and status.spent_delta >= 0
-        if op != "settle":  # settling gives back the unspent part of a reservation, nothing more
-            assert now <= remaining + 1e-9
-        remaining = now
-    assert status.spent_epsilon <= status.lifetime_epsilon + 1e-9  # type: ignore[operator]
+        assert (status.lifetime_epsilon, status.lifetime_delta) == grant
+        assert status.spent_epsilon == pytest.approx(spent()[0]) and status.spent_delta == pytest.approx(
+            spent()[1]
+        )
+        assert math.isfinite(status.remaining_epsilon) and math.isfinite(status.remaining_delta)
+        assert status.spent_epsilon <= grant[0] + 1e-9 and status.spent_delta <= grant[1] * (1 + 1e-9)
 
 
 @pytest.fixture(scope="module")
