@@ -30,6 +30,7 @@ from synth_core.object_store import (
     S3Options,
     as_uri,
     join_uri,
+    local_path,
 )
 
 # The S3 fixtures (tests/conftest.py may provide them too; the same functions either way).
@@ -172,11 +173,26 @@ def test_copy_delete_and_delete_prefix(store_root: tuple[ObjectStore, str], tmp_
     assert store.exists(join_uri(root, "dst", "x.bin"))
 
 
+def test_file_uris_are_literal_paths(tmp_path: Path) -> None:
+    """``file://`` URIs are the path as written: a space stays a space, ``%20`` stays ``%20``
+    (keys are never URL-decoded), and listing returns URIs that read back."""
+    store = ObjectStore()
+    root = as_uri(tmp_path / "my store")
+    assert root == "file://" + str((tmp_path / "my store").resolve())
+    spaced = store.put_bytes(join_uri(root, "a b.txt"), b"space")
+    encoded = store.put_bytes(join_uri(root, "a%20b.txt"), b"percent")
+    assert (tmp_path / "my store" / "a b.txt").read_bytes() == b"space"
+    assert (tmp_path / "my store" / "a%20b.txt").read_bytes() == b"percent"
+    assert sorted(store.list(root)) == sorted([spaced, encoded])
+    assert [store.get_bytes(u) for u in sorted(store.list(root))] == [b"space", b"percent"]
+    assert local_path(spaced) == tmp_path.resolve() / "my store" / "a b.txt"
+
+
 def test_delete_prefix_refuses_a_whole_bucket_or_root(s3_bucket: S3Bucket) -> None:
     store = ObjectStore(s3_bucket.options)
     store.put_bytes(join_uri(s3_bucket.uri, "keep.txt"), b"k")
     for prefix in (s3_bucket.uri, s3_bucket.uri + "/", "file:///", "/", "", "relative/dir"):
-        with pytest.raises(ParameterError, match="refusing|non-empty"):
+        with pytest.raises(ParameterError, match=r"refusing|non-empty"):
             store.delete_prefix(prefix)
     assert store.exists(join_uri(s3_bucket.uri, "keep.txt"))
 
