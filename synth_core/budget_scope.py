@@ -106,6 +106,27 @@ class BudgetScope:
             return cls((scope,))
         raise ParameterError(f"a budget scope is a BudgetScope or a ledger key, got {type(scope).__name__}")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The scope as JSON (a staged manifest, a pod job, XCom): keys only, never credentials."""
+        return {
+            "keys": list(self.keys),
+            "privacy_scope": self.privacy_scope,
+            "legacy_keys": list(self.legacy_keys),
+        }
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> BudgetScope:
+        """The scope :meth:`to_dict` wrote; :class:`ParameterError` for anything else."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("keys"), list | tuple):
+            raise ParameterError("a budget scope is a mapping with a list of keys")
+        privacy_scope = raw.get("privacy_scope")
+        if privacy_scope is not None and not isinstance(privacy_scope, str):
+            raise ParameterError("a budget scope's privacy_scope is a string")
+        legacy = raw.get("legacy_keys") or []
+        if not isinstance(legacy, list | tuple):
+            raise ParameterError("a budget scope's legacy_keys is a list")
+        return cls(tuple(raw["keys"]), privacy_scope=privacy_scope, legacy_keys=tuple(legacy))
+
     def describe(self) -> str:
         """One line for logs and notes: the keys, and the declared scope if any."""
         text = ", ".join(self.keys)

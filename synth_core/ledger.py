@@ -437,7 +437,9 @@ class PrivacyLedger:
         Inside, call :meth:`Reservation.mark_private_read` before private rows are read and
         :meth:`Reservation.settle` with the actual spend. On an exception: released when no private
         read was marked, charged in full otherwise (the exception propagates). On a normal exit
-        without a settle: charged in full. :meth:`Reservation.detach` leaves it open on purpose.
+        without a settle: charged in full. :meth:`Reservation.detach` leaves it open on purpose —
+        call it before anything that ends the block by raising without failing the run (Airflow's
+        ``defer()`` raises ``TaskDeferred``, which would otherwise count as a failure).
         If closing fails too, the reservation stays open, which still counts as spent.
         """
         charged = BudgetScope.of(scope)

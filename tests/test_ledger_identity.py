@@ -446,3 +446,31 @@ def test_generated_hostile_queries_and_names_get_a_scope_or_a_parameter_error(
             pass
         else:
             assert len(scope.keys) >= 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(
+        st.text(min_size=1, max_size=30).filter(lambda k: k.strip() and k.isprintable()), min_size=1
+    ),
+    privacy_scope=st.none() | st.text(min_size=1, max_size=10).filter(str.isprintable),
+)
+def test_a_scope_round_trips_through_json_and_refuses_anything_else(
+    keys: list[str], privacy_scope: str | None
+) -> None:
+    import json
+
+    scope = BudgetScope(tuple(keys), privacy_scope=privacy_scope, legacy_keys=("people",))
+    assert BudgetScope.from_mapping(json.loads(json.dumps(scope.to_dict()))) == scope
+    hostile: list[object] = [
+        {},
+        {"keys": "people"},
+        {"keys": []},
+        {"keys": [1]},
+        {"keys": ["a\x00"]},
+        ["a"],
+        None,
+    ]
+    for raw in hostile:
+        with pytest.raises(ParameterError):
+            BudgetScope.from_mapping(raw)
