@@ -226,6 +226,20 @@ class _Undeterminable(Exception):
     """The tables a query reads cannot be determined (the message says why, without values)."""
 
 
+_WRITE_NODES = (
+    "Insert",
+    "Update",
+    "Delete",
+    "Merge",
+    "Into",
+    "Create",
+    "Drop",
+    "Alter",
+    "AlterTable",
+    "TruncateTable",
+)
+"""sqlglot node types of a statement that writes: a source query holding one is refused."""
+
 _READS_DATA = frozenset(
     {
         # PostgreSQL: run SQL given as text, or read files / large objects
@@ -321,6 +335,11 @@ class _Resolver:
             raise _Undeterminable("it is not a query")
         if tree.find(exp.Command) is not None:
             raise _Undeterminable("it holds a statement the parser does not understand")
+        writes = tuple(getattr(exp, n) for n in _WRITE_NODES if hasattr(exp, n))
+        if tree.find(*writes) is not None:
+            raise _Undeterminable(
+                "it writes (INSERT, UPDATE, DELETE, MERGE, SELECT INTO or DDL), it is not a read"
+            )
         self._refuse_functions_that_read(sql, tree)
         try:
             scopes = list(traverse_scope(tree))

@@ -175,6 +175,8 @@ def test_undeterminable_queries_are_refused_unless_a_privacy_scope_is_declared(
         "SELECT query_to_xml('select * from people', true, true, '')",
         "SELECT * FROM people; DROP TABLE visits",
         "DELETE FROM people",
+        "WITH d AS (DELETE FROM visits RETURNING *) SELECT * FROM d",  # a write inside a query
+        "SELECT * INTO people_copy FROM people",
         "not sql at all (",
         "SELECT * FROM " + "(SELECT * FROM " * 5000 + "people" + ") AS s" * 5000,  # too deep to parse
     ):
