@@ -422,7 +422,9 @@ def audit_transformer_release(
     with_row = _fit_releases(
         _plus_row(frame, added), spec, preprocessing_rho=preprocessing_rho, budget=budget
     ).releases(prefix)
-    neighbour = "add one row " + ", ".join(f"{k}={'NULL' if v is None else v!r}" for k, v in added.items())
+    neighbour = "add one row " + ", ".join(
+        f"{k}={'NULL' if v is None else repr(v)}" for k, v in added.items()
+    )
     return audit_releases(mechanism, without, with_row, runs=runs, delta=delta, rng=rng, neighbour=neighbour)
 
 
@@ -474,15 +476,22 @@ def audit_aim_round(*, runs: int, rho: float, delta: float, rng: np.random.Gener
 
 
 def audit_dp_sgd_canary(
-    *, runs: int, epsilon: float, delta: float, steps: int, rng: np.random.Generator
+    *,
+    runs: int,
+    epsilon: float,
+    delta: float,
+    epochs: int,
+    rng: np.random.Generator,
+    batch_size: int = 20,
 ) -> AuditResult:
     """DP-SGD through :class:`~synth_core.dp_training.PrivateTrainer` with a gradient canary.
 
     A linear model (two weights, starting at 0) is trained with plain SGD on ``D`` = 20 rows whose
     gradient is 0 and on ``D'`` = ``D`` + a canary row whose clipped gradient is the clip norm along
     the second weight, which no other row touches; the trainer's noise is calibrated for
-    ``epsilon`` at the budget's δ = 1e-5 (``steps`` full-batch steps: the row-count bound 20 is
-    public, so q = 1 on both sides). The score is the final second weight (a white-box attacker
+    ``epsilon`` at the budget's δ = 1e-5 for ``epochs`` epochs of Poisson batches of expected size
+    ``batch_size`` (the row-count bound 20 is public, so ``q = 1/ceil(20/batch_size)`` on both
+    sides; 20: full batches, q = 1). The score is the final second weight (a white-box attacker
     who sees the released model); the claim is the trainer's own RDP spend at the audit's δ.
     """
     import torch
@@ -526,7 +535,7 @@ def audit_dp_sgd_canary(
     template = Accountant(budget)
     rows = 20
     config = DPSGDConfig(
-        epochs=steps, batch_size=rows, learning_rate=1.0, max_grad_norm=1.0,
+        epochs=epochs, batch_size=batch_size, learning_rate=1.0, max_grad_norm=1.0,
         grad_sample_mode="hooks", device="cpu", log_every_seconds=1e9,
     )  # fmt: skip
     tables = (

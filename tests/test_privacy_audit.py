@@ -90,7 +90,7 @@ def test_aim_select_and_measure_shows_no_more_than_its_charge() -> None:
 def test_dp_sgd_through_the_trainer_shows_no_more_than_its_charge() -> None:
     """200 trainings per side: a weak bound, but a trainer that added no noise (or far too little)
     would separate the sides completely (bound ≈ 3.2 > the claim ≈ 1)."""
-    result = audit_dp_sgd_canary(runs=200, epsilon=2.0, delta=DELTA, steps=4, rng=np.random.default_rng(7))
+    result = audit_dp_sgd_canary(runs=200, epsilon=2.0, delta=DELTA, epochs=4, rng=np.random.default_rng(7))
     assert result.claimed_epsilon < 2.0
     assert result.epsilon_lower_bound <= result.claimed_epsilon, result.to_dict()
 
