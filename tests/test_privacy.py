@@ -116,3 +116,44 @@ def test_the_vectorized_sgm_rdp_equals_opacus_compute_rdp() -> None:
                 assert rdp_to_epsilon(ours, 1e-5) == pytest.approx(rdp_to_epsilon(theirs, 1e-5), rel=1e-9)
     assert (sgm_rdp(0.0, 1.0, 10) == 0).all() and np.isinf(sgm_rdp(0.1, 0.0, 10)).all()
     assert (sgm_rdp(0.1, 1.0, 0) == 0).all()
+
+
+def test_a_gaussian_release_is_charged_from_its_declared_sensitivity_and_draws_that_noise() -> None:
+    acc = PrivacyAccountant(PrivacyBudget(3.0, 1e-6))
+    rng = np.random.default_rng(0)
+    values = np.zeros((200_000,))
+    # a vector a row moves in 2 cells (Δ = √2) at σ = 2: ρ = 2 / (2·4) = 0.25
+    noisy = acc.release_gaussian("pair", values, l2_sensitivity=math.sqrt(2), sigma=2.0, rng=rng)
+    assert acc.spends[-1].details["rho"] == pytest.approx(0.25)
+    assert np.std(noisy) == pytest.approx(2.0, rel=0.01)
+    # the same charge asked as ρ gives the same σ
+    acc.release_gaussian("pair-by-rho", values, l2_sensitivity=math.sqrt(2), rho=0.25, rng=rng)
+    assert acc.spends[-1].details["sigma"] == pytest.approx(2.0)
+    np.testing.assert_allclose(acc.spends[-1].rdp, 0.25 * RDP_ORDERS)
+    with pytest.raises(ValueError, match="exactly one of rho and sigma"):
+        acc.release_gaussian("both", values, l2_sensitivity=1.0, rho=0.1, sigma=1.0, rng=rng)
+    with pytest.raises(ValueError, match="l2_sensitivity"):
+        acc.release_gaussian("no-sensitivity", values, l2_sensitivity=0.0, rho=0.1, rng=rng)
+
+
+def test_a_thresholded_release_hides_a_singleton_with_probability_delta_and_adds_delta() -> None:
+    acc = PrivacyAccountant(PrivacyBudget(3.0, 1e-2))
+    rng = np.random.default_rng(1)
+    counts = np.ones(200_000)  # 200,000 keys each held by one row
+    always = np.zeros(counts.size, dtype=bool)
+    always[0] = True
+    _, released = acc.release_thresholded("keys", counts, rho=0.5, delta=1e-3, rng=rng, always=always)
+    assert released[0] and 0.5e-3 < released[1:].mean() < 1.5e-3
+    assert acc.additive_delta == pytest.approx(1e-3)
+
+
+def test_an_exponential_release_charges_eps_squared_over_8_and_follows_its_scores() -> None:
+    acc = PrivacyAccountant(PrivacyBudget(3.0, 1e-6))
+    rng = np.random.default_rng(2)
+    picks = [
+        acc.release_exponential("pick", np.array([0.0, 10.0]), epsilon=0.4, sensitivity=1.0, rng=rng)
+        for _ in range(4_000)
+    ]
+    # P(1) = e^{0.2·10} / (1 + e^{0.2·10}) = 0.881
+    assert np.mean(picks) == pytest.approx(0.881, abs=0.02)
+    assert acc.spends[-1].details["rho"] == pytest.approx(0.4**2 / 8)
