@@ -152,21 +152,20 @@ def _private_trainers(
         label = tablegan.DPTableGANSynthesizer().label_span(transformer)
         assert label is not None
         disc = PrivateTrainer(
-            tablegan.ConvDiscriminator(d, 4, 8), nn.BCEWithLogitsLoss(), matrix, accountant, config
-        )
+            tablegan.ConvDiscriminator(d, 4, 8), nn.BCEWithLogitsLoss(), matrix, accountant, config,
+            row_count=transformer.dp_row_count,
+        )  # fmt: skip
         clf = PrivateTrainer(
-            tablegan.ConvDiscriminator(d, 4, 8, label.width),
-            nn.CrossEntropyLoss(),
-            matrix,
-            accountant,
-            config,
-        )
+            tablegan.ConvDiscriminator(d, 4, 8, label.width), nn.CrossEntropyLoss(), matrix, accountant, config,
+            row_count=transformer.dp_row_count,
+        )  # fmt: skip
         out["discriminator"] = (disc, lambda: tablegan.discriminator_loss(disc, row, no_fakes))
         out["classifier"] = (clf, lambda: tablegan.classifier_loss(clf, row, label))
     else:
         disc = PrivateTrainer(
-            tgan.mlp_discriminator(d, [16]), nn.BCEWithLogitsLoss(), matrix, accountant, config
-        )
+            tgan.mlp_discriminator(d, [16]), nn.BCEWithLogitsLoss(), matrix, accountant, config,
+            row_count=transformer.dp_row_count,
+        )  # fmt: skip
         out["discriminator"] = (disc, lambda: tablegan.discriminator_loss(disc, row, no_fakes))
     return out
 
