@@ -491,22 +491,17 @@ class _Resolver:
             schema, name = schema.lower(), name.lower()
         row = self.conn.execute(
             sa.text(
-                "SELECT TABLE_TYPE FROM information_schema.TABLES "
-                "WHERE BINARY TABLE_SCHEMA = :s AND BINARY TABLE_NAME = :t"
+                "SELECT t.TABLE_TYPE, v.VIEW_DEFINITION FROM information_schema.TABLES t "
+                "LEFT JOIN information_schema.VIEWS v "
+                "ON v.TABLE_SCHEMA = t.TABLE_SCHEMA AND v.TABLE_NAME = t.TABLE_NAME "
+                "WHERE BINARY t.TABLE_SCHEMA = :s AND BINARY t.TABLE_NAME = :t"
             ),
             {"s": schema, "t": name},
         ).first()
         if row is not None and str(row[0]).upper() == "VIEW":
-            definition = self.conn.execute(
-                sa.text(
-                    "SELECT VIEW_DEFINITION FROM information_schema.VIEWS "
-                    "WHERE BINARY TABLE_SCHEMA = :s AND BINARY TABLE_NAME = :t"
-                ),
-                {"s": schema, "t": name},
-            ).scalar()
-            if not definition:
+            if not row[1]:  # without the SHOW VIEW privilege the definition reads empty
                 raise _Undeterminable("a view's definition cannot be read")
-            return self.query_keys(str(definition), depth=depth + 1)
+            return self.query_keys(str(row[1]), depth=depth + 1)
         return [self._key(f"mysql://{self.host}", schema, name)]
 
     def _sqlite(self, node: Any, depth: int) -> list[str]:
