@@ -219,15 +219,21 @@ def iter_table_chunks(
 def read_only_connection(engine: sa.engine.Engine) -> Iterator[sa.Connection]:
     """A connection whose statements cannot write, rolled back on exit.
 
-    PostgreSQL: ``SET TRANSACTION READ ONLY`` first in the transaction; MySQL/MariaDB:
-    ``START TRANSACTION READ ONLY`` (no DML; the drivers also run one statement per call); SQLite:
-    ``PRAGMA query_only`` (switched off again before the connection returns to the pool; a
-    connection that cannot be reset is discarded). Other warehouses: a transaction rolled back.
+    PostgreSQL: ``SET TRANSACTION READ ONLY`` first in the transaction (on an AUTOCOMMIT engine,
+    where that would do nothing, the session's ``default_transaction_read_only`` instead, reset on
+    exit); MySQL/MariaDB: ``START TRANSACTION READ ONLY`` (no DML; the drivers also run one
+    statement per call); SQLite: ``PRAGMA query_only`` (switched off again on exit). A connection
+    that cannot be reset is discarded, never returned to the pool read-only. Other warehouses: a
+    transaction rolled back.
     """
     dialect = engine.dialect.name
+    session_read_only = False
     with engine.connect() as conn:
         if dialect == "postgresql":
             conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            if conn.exec_driver_sql("SHOW transaction_read_only").scalar() != "on":  # autocommit
+                conn.exec_driver_sql("SET SESSION default_transaction_read_only = on")
+                session_read_only = True
         elif dialect in ("mysql", "mariadb"):
             conn.exec_driver_sql("START TRANSACTION READ ONLY")
         elif dialect == "sqlite":
@@ -239,6 +245,9 @@ def read_only_connection(engine: sa.engine.Engine) -> Iterator[sa.Connection]:
                 conn.rollback()
                 if dialect == "sqlite":
                     conn.exec_driver_sql("PRAGMA query_only = OFF")
+                    conn.rollback()
+                if session_read_only:
+                    conn.exec_driver_sql("RESET default_transaction_read_only")
                     conn.rollback()
             except Exception:  # a broken connection must not go back to the pool read-only
                 conn.invalidate()
@@ -395,7 +404,7 @@ def read_table(engine: sa.engine.Engine, spec: TableSpec, *, schema: str | None 
 
 def count_rows(engine: sa.engine.Engine, table: str, *, schema: str | None = None) -> int:
     sa_table = reflect_table(engine, table, schema=schema)
-    with engine.connect() as conn:
+    with read_only_connection(engine) as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(sa_table)).scalar_one())
 
 

@@ -41,7 +41,7 @@ from synth_core.warehouse import (
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/"
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 class Warehouse:
@@ -196,6 +196,20 @@ def test_a_read_only_connection_refuses_writes_and_is_reset(warehouse: Warehouse
     assert warehouse.snapshot() == before
     # the pooled connection is writable again for the next user
     with warehouse.engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO {warehouse.q('victim')} VALUES (3)")
+    assert len(warehouse.snapshot()[1]) == 3
+
+
+@pytest.mark.parametrize("warehouse", ["postgresql"], indirect=True)
+def test_an_autocommit_postgres_engine_is_read_only_too(warehouse: Warehouse) -> None:
+    """On an AUTOCOMMIT engine ``SET TRANSACTION READ ONLY`` does nothing: the session default is
+    used instead, and reset before the connection goes back to the pool."""
+    engine = warehouse.engine.execution_options(isolation_level="AUTOCOMMIT")
+    before = warehouse.snapshot()
+    with read_only_connection(engine) as conn, pytest.raises(sa.exc.DBAPIError):
+        conn.exec_driver_sql(f"DELETE FROM {warehouse.q('victim')}")
+    assert warehouse.snapshot() == before
+    with engine.connect() as conn:
         conn.exec_driver_sql(f"INSERT INTO {warehouse.q('victim')} VALUES (3)")
     assert len(warehouse.snapshot()[1]) == 3
 
