@@ -442,3 +442,52 @@ def test_huge_architecture_parameters_are_refused_before_allocating(tiny_bundle:
             Synthesizer.from_bytes(_rebundle(tiny_bundle, change))
     grew_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before_kib) / 1024
     assert grew_mib < 256, grew_mib
+
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**12), 10**12),
+        st.floats(allow_nan=False),
+        st.text(max_size=20),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def test_generated_bundle_metadata_loads_or_is_refused_as_non_retryable(tiny_bundle: bytes) -> None:
+    """Whatever a forged ``bundle.json`` says (generator, parameters, architecture, transformer),
+    loading it gives a working model or a non-retryable error, never a crash of another kind."""
+    from synth_core.generators.base import Synthesizer
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        key=st.sampled_from(["generator", "params", "model_config", "transformer", "privacy"]),
+        path=st.lists(st.text(max_size=12), max_size=2),
+        value=json_values,
+    )
+    def attack(key: str, path: list[str], value: Any) -> None:
+        def change(meta: dict[str, Any]) -> None:
+            target: Any = meta
+            for step in [key, *path[:-1]]:
+                if not isinstance(target, dict) or not isinstance(target.get(step), dict):
+                    meta[key] = value
+                    return
+                target = target[step]
+            if path:
+                target[path[-1]] = value
+            else:
+                meta[key] = value
+
+        try:
+            Synthesizer.from_bytes(_rebundle(tiny_bundle, change))
+        except NonRetryableError as exc:
+            assert len(str(exc)) < 600
+        except Exception as exc:  # pragma: no cover - the failure this test exists to catch
+            pytest.fail(f"a forged bundle raised {type(exc).__name__}, not a non-retryable error")
+
+    attack()
