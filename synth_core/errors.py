@@ -2,6 +2,12 @@
 
 Messages name the table, column, parameter or threshold at fault and never include a cell value.
 The provider maps :class:`NonRetryableError` subclasses to ``AirflowFailException``.
+
+Hostile input refused at the boundary (:mod:`synth_core.boundary`) raises :class:`ParameterError`
+(names, keys, ``source_query``, numbers), :class:`SpecError` (spec names and sizes) or
+:class:`BundleError` (bundle sizes and architectures): all non-retryable, since the same input
+fails again. A value the warehouse driver cannot convert raises :class:`SourceTableError` naming the
+column, never the value.
 """
 
 from __future__ import annotations
