@@ -28,13 +28,14 @@ spec gives them (issue 16.5: ``PEOPLE``, ``main.people`` or ``people_v2`` with
 
 A ``source_query`` charges every table it reads: it is parsed with ``sqlglot`` in the engine's
 dialect and every table in it (joins, subqueries, CTE bodies, set operations) is resolved to its key;
-CTE names are not tables. A query whose tables cannot be determined — it does not parse as one
-query, it calls a function ``sqlglot`` does not model that is not a built-in of the dialect (a
-user-defined, stored or extension function could read any table), it calls a built-in that runs SQL
-given as text or reads files (``query_to_xml``, ``dblink``, ``pg_read_file``, ``load_file``...), or it
-reads a table function — is
-refused with a :class:`~synth_core.errors.ParameterError` unless the user declares a
-``privacy_scope``. A declared scope is one more key, ``scope:{name}``, recorded in the ledger like a
+CTE names are not tables. A query whose tables cannot be determined is refused with a
+:class:`~synth_core.errors.ParameterError` unless the user declares a ``privacy_scope``: it does not
+parse as one query; it writes (DML, ``SELECT INTO``, DDL); it calls a function defined in the database
+(a user-defined, stored or extension function could read any table — refused by name, however the
+parser models it); it calls a function the parser does not model that is not a built-in of the
+dialect; or it calls a built-in that runs SQL given as text or reads files (``query_to_xml``,
+``dblink``, ``pg_read_file``, ``load_file``...). Built-in set-returning functions in ``FROM``
+(``unnest``, ``generate_series``) read no table. A declared scope is one more key, ``scope:{name}``, recorded in the ledger like a
 table: it is charged *in addition to* every table that can be determined, so declaring a scope never
 escapes a table's budget; it replaces the tables only where none can be determined.
 
@@ -226,18 +227,7 @@ class _Undeterminable(Exception):
     """The tables a query reads cannot be determined (the message says why, without values)."""
 
 
-_WRITE_NODES = (
-    "Insert",
-    "Update",
-    "Delete",
-    "Merge",
-    "Into",
-    "Create",
-    "Drop",
-    "Alter",
-    "AlterTable",
-    "TruncateTable",
-)
+_WRITE_NODES = ("Insert", "Update", "Delete", "Merge", "Into", "Create", "Drop", "Alter", "AlterTable", "TruncateTable")  # fmt: skip
 """sqlglot node types of a statement that writes: a source query holding one is refused."""
 
 _READS_DATA = frozenset(

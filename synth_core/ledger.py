@@ -25,8 +25,9 @@ entries under that plain key; a scope from :func:`~synth_core.budget_scope.budge
 ``legacy_keys``, and the first grant or reservation on the scope carries it over to each new key once,
 in the same locked transaction: its spend (incl. open reservations) as a ``carry`` entry and, where the
 new key has no grant, its grant. So an upgrade neither hands out a fresh budget nor lets a renamed
-spec reach the old one twice; ``status`` and ``check`` already count what would be carried. Spend
-recorded under a plain key *after* the carry (only an old version could write it) is not followed.
+spec reach the old one twice; ``status`` and ``check`` already count what would be carried. A plain key
+is carried to every new key it may stand for (two databases that both had a table of that name are
+both charged: conservative). Spend recorded under a plain key *after* the carry is not followed.
 
 Spent = Σ settled spends + Σ open reservations (basic composition across releases: ε's and δ's
 add). Every amount is finite: ε > 0, δ in (0, 1) for grants and reservations, 0 ≤ spend ≤ the
