@@ -8,8 +8,8 @@ from typing import Any
 
 from airflow.sdk import AssetAlias, TaskGroup
 
+from synth_core.pipeline.jobs import DEFAULT_DELTA, DEFAULT_GENERATOR, DEFAULT_HOLDOUT_FRACTION
 from synth_provider.operators.synthesize import (
-    DEFAULT_GENERATOR,
     ExtractTableOperator,
     PublishSyntheticOperator,
     SampleSynthesizerOperator,
@@ -33,7 +33,7 @@ def synthesize_table_task_group(
     spec: str | Mapping[str, Any],
     epsilon: float,
     source_query: str | None = None,
-    delta: float = 1e-6,
+    delta: float = DEFAULT_DELTA,
     generator: str = DEFAULT_GENERATOR,
     generator_params: Mapping[str, Any] | None = None,
     num_rows: int | None = None,
@@ -44,8 +44,8 @@ def synthesize_table_task_group(
     validate_kwargs: Mapping[str, Any] | None = None,
     lifetime_epsilon: float | None = None,
     lifetime_delta: float | None = None,
-    preprocessing_fraction: float = 0.1,
-    holdout_fraction: float = 0.2,
+    preprocessing_fraction: float | None = None,
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION,
     seed: int | None = None,
     warehouse_conn_id: str | None = None,
     object_store_uri: str | None = None,
@@ -207,8 +207,9 @@ def resample_table_task_group(
     safe_name = source_table.replace(".", "__")
     with TaskGroup(group_id=group_id or f"resample_{safe_name}") as group:
         sample = SampleSynthesizerOperator(
-            task_id="sample", resample_of=source_table, num_rows=num_rows, seed=seed, **common
-        )
+            task_id="sample", resample_of=source_table, num_rows=num_rows, seed=seed,
+            target_table=target_table, target_schema=target_schema, **common,
+        )  # fmt: skip
         validate = ValidateSyntheticOperator(
             task_id="validate", staged=None, model=sample.output, synthetic=sample.output,
             **dict(validate_kwargs or {}), **common,

@@ -63,61 +63,61 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 import math
 import os
-import re
 import secrets
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
     import sqlalchemy as sa
 
+    from synth_core.budget_scope import BudgetScope
     from synth_core.ledger import PrivacyLedger
     from synth_core.object_store import ObjectStore
+    from synth_core.pipeline.records import ModelBundle
     from synth_core.spec import TableSpec
-    from synth_core.transformer import TableTransformer
+
+from synth_core.pipeline.command_line import (
+    EXIT_BUDGET,
+    EXIT_CODES,
+    EXIT_DATA,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_UNEXPECTED,
+    EXIT_USAGE,
+    EXIT_VALIDATION,
+    CLIError,
+    Parser,
+    add_job_arguments,
+    configure_logging,
+    error_message,
+    exit_code_for,
+    integer,
+    job_fields_from_args,
+    number,
+    param,
+    positive_int,
+)
+from synth_core.pipeline.jobs import GateJob, StageJob, TrainParams
 
 PROG = "dpsynth"
-
-EXIT_OK = 0
-EXIT_UNEXPECTED = 1
-EXIT_USAGE = 2
-EXIT_BUDGET = 3
-EXIT_VALIDATION = 4
-EXIT_DATA = 5
-EXIT_INTERRUPTED = 130
-
-EXIT_CODES: tuple[tuple[int, str], ...] = (
-    (EXIT_OK, "success"),
-    (EXIT_UNEXPECTED, "unexpected error or outage (short message; --debug prints the traceback)"),
-    (EXIT_USAGE, "usage error or bad argument (one-line reason on stderr)"),
-    (EXIT_BUDGET, "privacy budget exhausted, or no lifetime budget granted, for the table"),
-    (EXIT_VALIDATION, "validation failed (release gate; rules unsatisfiable; publish without a pass)"),
-    (EXIT_DATA, "bad spec, missing or empty table, data not fitting the spec, bad model bundle"),
-    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
-)
-
-DEFAULT_GENERATOR = "dp_tvae"
 TRAIN_MANIFEST_SUFFIX = ".train.json"
 VALIDATION_SUFFIX = ".validation.json"
+#: kept importable under their former names
+_param = param  # kept importable under its former name
+__all__ = [
+    "EXIT_BUDGET", "EXIT_CODES", "EXIT_DATA", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_UNEXPECTED", "EXIT_USAGE",
+    "EXIT_VALIDATION", "CLIError", "error_message", "exit_code_for", "main",
+]  # fmt: skip
 
 log = logging.getLogger("synth_core.cli")
-
-
-class CLIError(Exception):
-    """An error the CLI reports as one line with a given exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # ------------------------------------------------------------------------------------------------
@@ -148,13 +148,10 @@ def new_run_id() -> str:
 
 
 def _safe_url(url: str) -> str:
-    """A SQLAlchemy URL for messages: the password masked."""
-    import sqlalchemy as sa
+    """A URL for messages and records: password and secret query parameters masked."""
+    from synth_core.pipeline.entry import safe_url
 
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable URL>"
+    return safe_url(url)
 
 
 def _root_uri(value: str) -> str:
@@ -165,13 +162,6 @@ def _root_uri(value: str) -> str:
 
 # ------------------------------------------------------------------------------------------------
 # argument parsing
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors: ``dpsynth train: error: <reason> (see --help)``, exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _exit_code_epilog() -> str:
@@ -197,63 +187,8 @@ locations:
   (file:// or s3:// root), DPSYNTH_S3_ENDPOINT_URL; S3 credentials from boto3's chain."""
 
 
-def _param(text: str) -> tuple[str, Any]:
-    """``key=value`` with a YAML value (``epochs=3``, ``hidden=[64,64]``, ``device=cpu``)."""
-    import yaml
-
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"expected key=value (e.g. epochs=10), got {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(f"the value of parameter {key!r} is not valid YAML") from None
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
-    return key, value
-
-
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
-
-
-def _number(text: str) -> float:
-    """A float; range checks are the library's (``PrivacyBudget``, the ledger), as in the operators."""
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
+    common = Parser(add_help=False)
     g = common.add_argument_group("global options")
     g.add_argument(
         "--home", default=argparse.SUPPRESS, help="dpsynth home folder (default $DPSYNTH_HOME or ~/dpsynth)"
@@ -272,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(
+    parser = Parser(
         prog=PROG,
         description="dpsynth: differentially private synthetic replacement tables, without a scheduler.\n\n"
         "The same steps as the Airflow provider's operators (extract+train, sample, validate, publish)\n"
@@ -294,7 +229,7 @@ dpsynth ledger show --table adult""",
     )
     # no set_defaults for the global options: parents share Action objects, so a default set here
     # would also reset a value given before the subcommand (main reads them with getattr)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
     def add(parent: Any, name: str, summary: str, examples: str, extra: str = "") -> argparse.ArgumentParser:
@@ -315,7 +250,7 @@ dpsynth ledger show --table adult""",
         "Work with table specs (what is public about a table).",
         "dpsynth spec infer --table adult -o adult.yaml",
     )
-    spec_sub = spec_p.add_subparsers(dest="spec_command", metavar="SPEC_COMMAND", parser_class=_Parser)
+    spec_sub = spec_p.add_subparsers(dest="spec_command", metavar="SPEC_COMMAND", parser_class=Parser)
     spec_sub.required = True
     p = add(
         spec_sub,
@@ -365,40 +300,20 @@ dpsynth train --warehouse postgresql+psycopg://etl@db/sales --spec orders.yaml \
     src.add_argument(
         "--query", metavar="SQL", help="read this SELECT instead (the spec's table names the dataset)"
     )
-    p.add_argument("--epsilon", required=True, type=_number, metavar="E", help="target ε of this release")
-    p.add_argument("--delta", type=_number, default=1e-6, metavar="D", help="target δ (default 1e-6)")
-    p.add_argument(
-        "--generator", default=DEFAULT_GENERATOR, help=f"generator name (default {DEFAULT_GENERATOR})"
-    )
-    p.add_argument(
-        "--param", action="append", type=_param, default=[], metavar="KEY=VALUE",
-        help="generator parameter, YAML value (repeatable): epochs=15, hidden=[64,64], device=cpu",
-    )  # fmt: skip
-    p.add_argument("--preprocessing-fraction", type=_number, default=0.1, metavar="F",
-                   help="budget share for DP bounds/quantiles/domains (default 0.1)")  # fmt: skip
-    p.add_argument("--lifetime-epsilon", type=_number, metavar="L",
-                   help="grant this lifetime ε if the table has no budget yet (never changes a grant)")  # fmt: skip
-    p.add_argument(
-        "--lifetime-delta", type=_number, metavar="LD", help="lifetime δ of that grant (default 10·δ)"
-    )
+    add_job_arguments(p, TrainParams)  # every train parameter, as --field-name
+    add_job_arguments(p, StageJob)
+    p.add_argument("--privacy-scope", metavar="NAME",
+                   help="charge this declared scope too (needed when the tables --query reads cannot be determined)")  # fmt: skip
     p.add_argument(
         "--ledger", metavar="URL", help="ledger SQLAlchemy URL (default sqlite:///$DPSYNTH_HOME/ledger.db)"
     )
     p.add_argument(
         "--model", required=True, metavar="OUT", help="where to write the model bundle (path or URI)"
     )
-    p.add_argument("--holdout-fraction", type=_number, default=0.2, metavar="F",
-                   help="share of real rows kept out of training for evaluation (default 0.2)")  # fmt: skip
     p.add_argument("--staging", metavar="DIR_OR_URI",
                    help="folder for the real train/holdout split (SENSITIVE; default "
                    "$DPSYNTH_HOME/objects/staging/{table}/{run})")  # fmt: skip
     p.add_argument("--object-store", metavar="URI", help="object store root for the default staging folder")
-    p.add_argument(
-        "--seed", type=_int, help="seeds model initialisation only (DP noise always uses OS entropy)"
-    )
-    p.add_argument(
-        "--chunk-rows", type=_positive_int, default=50_000, metavar="N", help="rows per read chunk"
-    )
     p.add_argument("--run-id", help="run id for the ledger and paths (default: generated)")
     p.add_argument("--force", action="store_true", help="overwrite an existing model / staging split")
     p.add_argument("--json", action="store_true", help="print the training manifest as JSON")
@@ -416,8 +331,8 @@ dpsynth sample --model s3://bucket/models/orders.zip -o s3://bucket/synthetic/or
         "model. --rows defaults to the DP estimate of the source table's row count.",
     )
     p.add_argument("--model", required=True, metavar="URI", help="model bundle (path or URI)")
-    p.add_argument("--rows", type=_positive_int, metavar="N", help="rows to sample (default: DP row count)")
-    p.add_argument("--seed", type=_int, metavar="S", help="sampling seed (default: fresh randomness)")
+    p.add_argument("--rows", type=positive_int, metavar="N", help="rows to sample (default: DP row count)")
+    p.add_argument("--seed", type=integer, metavar="S", help="sampling seed (default: fresh randomness)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.parquet", help="Parquet path or URI")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_sample)
@@ -442,11 +357,7 @@ dpsynth validate --model m.zip --synthetic s.parquet --staging ~/dpsynth/objects
         "--synthetic", required=True, metavar="OUT.parquet", help="synthetic Parquet (path or URI)"
     )
     p.add_argument("--staging", metavar="DIR_OR_URI", help="the train run's staging folder (real rows)")
-    p.add_argument("--max-dcr-share", type=_fraction, default=0.52, metavar="X", help="default 0.52")
-    p.add_argument("--min-nndr", type=_fraction, default=0.5, metavar="X", help="default 0.5")
-    p.add_argument("--max-attack-auc", type=_fraction, default=0.60, metavar="X", help="default 0.60")
-    p.add_argument("--null-rate-tolerance", type=_fraction, default=0.05, metavar="X",
-                   help="allowed distance of NULL rates from the model's DP estimate (default 0.05)")  # fmt: skip
+    add_job_arguments(p, GateJob, only=("max_dcr_share", "min_nndr", "max_attack_auc", "null_rate_tolerance"))
     p.add_argument(
         "--no-privacy-thresholds", action="store_true", help="compute metrics, do not gate on them"
     )
@@ -513,9 +424,7 @@ dpsynth publish --warehouse postgresql+psycopg://etl@db/sales --model m.zip --sy
         "Inspect the privacy ledger or grant a table's lifetime budget.",
         "dpsynth ledger show --table adult\ndpsynth ledger grant --table adult --epsilon 30 --delta 1e-5",
     )
-    ledger_sub = ledger_p.add_subparsers(
-        dest="ledger_command", metavar="LEDGER_COMMAND", parser_class=_Parser
-    )
+    ledger_sub = ledger_p.add_subparsers(dest="ledger_command", metavar="LEDGER_COMMAND", parser_class=Parser)
     ledger_sub.required = True
     p = add(
         ledger_sub,
@@ -523,7 +432,10 @@ dpsynth publish --warehouse postgresql+psycopg://etl@db/sales --model m.zip --sy
         "Show ledger entries and each table's budget (granted, spent incl. open reservations, left).",
         "dpsynth ledger show\ndpsynth ledger show --table adult --json",
     )
-    p.add_argument("--table", metavar="T", help="only this source table")
+    p.add_argument("--table", metavar="T", help="only this source table (resolved in the warehouse)")
+    p.add_argument(
+        "--warehouse", metavar="URL", help="the warehouse that resolves --table (default: embedded)"
+    )
     p.add_argument(
         "--ledger", metavar="URL", help="ledger SQLAlchemy URL (default sqlite:///$DPSYNTH_HOME/ledger.db)"
     )
@@ -536,9 +448,14 @@ dpsynth publish --warehouse postgresql+psycopg://etl@db/sales --model m.zip --sy
         "dpsynth ledger grant --table adult --epsilon 30 --delta 1e-5",
         "Spends already recorded still count against the new grant.",
     )
-    p.add_argument("--table", required=True, metavar="T", help="source table")
-    p.add_argument("--epsilon", required=True, type=_number, metavar="E", help="lifetime ε")
-    p.add_argument("--delta", required=True, type=_number, metavar="D", help="lifetime δ")
+    p.add_argument("--table", required=True, metavar="T", help="source table (resolved in the warehouse)")
+    p.add_argument(
+        "--warehouse", metavar="URL", help="the warehouse that resolves --table (default: embedded)"
+    )
+    p.add_argument("--epsilon", required=True, type=number, metavar="E", help="lifetime ε")
+    p.add_argument("--delta", required=True, type=number, metavar="D", help="lifetime δ")
+    p.add_argument("--raise", dest="allow_raise", action="store_true",
+                   help="allow raising an existing grant (recorded with the old and new values)")  # fmt: skip
     p.add_argument("--note", help="free text recorded with the grant")
     p.add_argument(
         "--ledger", metavar="URL", help="ledger SQLAlchemy URL (default sqlite:///$DPSYNTH_HOME/ledger.db)"
@@ -656,84 +573,16 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def _sha256(store: ObjectStore, uri: str) -> str:
-    from synth_core.object_store import local_path
-
-    if uri.startswith("file://"):
-        path = local_path(uri)
-        if not path.is_file():
-            raise FileNotFoundError(f"no object at {uri}")
-        with path.open("rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    return hashlib.sha256(store.get_bytes(uri)).hexdigest()
-
-
-@dataclasses.dataclass
-class Bundle:
-    """A model bundle's metadata, read without torch (spec, transformer, privacy, generator)."""
-
-    uri: str
-    sha256: str
-    generator: str
-    params: dict[str, Any]
-    privacy: dict[str, Any]
-    training: dict[str, Any]
-    transformer: TableTransformer
-    raw: bytes
-
-    @property
-    def spec(self) -> TableSpec:
-        return self.transformer.spec
-
-    @property
-    def table(self) -> str:
-        return self.transformer.spec.name
-
-    @property
-    def epsilon(self) -> float:
-        return float(self.privacy["epsilon"])
-
-    @property
-    def delta(self) -> float:
-        return float(self.privacy["delta"])
-
-    @property
-    def target_epsilon(self) -> float:
-        return float(self.privacy.get("target_epsilon") or self.privacy["epsilon"])
-
-
-def read_bundle(store: ObjectStore, model: str) -> Bundle:
+def read_bundle(store: ObjectStore, model: str) -> ModelBundle:
     """The bundle at ``model`` (path or URI): :class:`CLIError` (exit 2) if there is none,
     :class:`~synth_core.errors.BundleError` (exit 5) if it is not a readable dpsynth bundle."""
-    from synth_core.bundle import read_bundle_metadata
-    from synth_core.errors import BundleError
-    from synth_core.transformer import TableTransformer
+    from synth_core.pipeline.records import ModelBundle
 
     uri = _uri(model)
     try:
-        data = store.get_bytes(uri)
+        return ModelBundle.read(store, uri)
     except (FileNotFoundError, IsADirectoryError):
         raise CLIError(f"model bundle not found: {uri}") from None
-    try:
-        meta = read_bundle_metadata(data)
-    except BundleError as exc:
-        raise BundleError(f"{uri}: {exc}") from None
-    try:
-        transformer = TableTransformer.from_dict(meta["transformer"])
-        privacy = dict(meta["privacy"] or {})
-        float(privacy["epsilon"]), float(privacy["delta"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{uri}: the model bundle is incomplete ({exc.__class__.__name__})") from None
-    return Bundle(
-        uri=uri,
-        sha256=hashlib.sha256(data).hexdigest(),
-        generator=str(meta.get("generator")),
-        params=dict(meta.get("params") or {}),
-        privacy=privacy,
-        training=dict(meta.get("training") or {}),
-        transformer=transformer,
-        raw=data,
-    )
 
 
 def _train_manifest(store: ObjectStore, model_uri: str) -> dict[str, Any] | None:
@@ -874,151 +723,81 @@ class TrainingProgress:
 
 
 def cmd_train(args: argparse.Namespace, env: Env) -> int:
-    from synth_core.errors import ParameterError, SpecError
+    from synth_core.errors import SpecError
+    from synth_core.ledger import budget_scope
     from synth_core.object_store import join_uri
-    from synth_core.privacy import PrivacyBudget
-    from synth_core.release import run_key, stage_source
+    from synth_core.pipeline.budget import check_budget
+    from synth_core.pipeline.entry import check_release_inputs
+    from synth_core.pipeline.jobs import TrainJob
+    from synth_core.pipeline.layout import RunLayout
+    from synth_core.pipeline.train import plan_train, train
+    from synth_core.release import stage_source
     from synth_core.spec import TableSpec
     from synth_core.warehouse import iter_table_chunks
 
     # 1. arguments and destinations (nothing touched yet)
-    budget = PrivacyBudget(args.epsilon, args.delta, preprocessing_fraction=args.preprocessing_fraction)
-    if not (0.0 < args.holdout_fraction < 0.9):
-        raise ParameterError(f"holdout_fraction must be in (0, 0.9), got {args.holdout_fraction!r}")
-    params: dict[str, Any] = {}
-    for key, value in args.param:
-        if key in params:
-            raise CLIError(f"generator parameter {key!r} is given twice")
-        params[key] = value
+    params = TrainParams.from_mapping(job_fields_from_args(args, TrainParams))
+    stage_job = StageJob.from_mapping(job_fields_from_args(args, StageJob))
     spec = TableSpec.from_yaml(Path(os.path.expanduser(args.spec)))
     if args.table and args.table != spec.name:
         raise SpecError(f"the spec describes table {spec.name!r}, but --table is {args.table!r}")
-    table = spec.name
-    store = env.store
-    run_id = args.run_id or new_run_id()
-    model_uri = _uri(args.model)
+    store, run_id, model_uri = env.store, args.run_id or new_run_id(), _uri(args.model)
     if _exists(store, model_uri) and not args.force:
         raise CLIError(f"model {model_uri} exists (use --force to overwrite)")
-    root = _root_uri(args.object_store or default_object_store(env.home))
-    staging = (
-        _root_uri(os.path.expanduser(args.staging))
-        if args.staging
-        else join_uri(root, "staging", table, run_key(run_id))
-    )
-    train_uri, holdout_uri = join_uri(staging, "train.parquet"), join_uri(staging, "holdout.parquet")
-    if _exists(store, train_uri) and not args.force:
+    layout = RunLayout(_root_uri(args.object_store or default_object_store(env.home)), spec.name, run_id)
+    staging = _root_uri(os.path.expanduser(args.staging)) if args.staging else layout.staging
+    job = TrainJob.from_mapping(
+        {**params.to_dict(), "source_table": spec.name, "holdout_fraction": stage_job.holdout_fraction,
+         "train_uri": join_uri(staging, "train.parquet"), "spec_uri": join_uri(staging, "spec.yaml"),
+         "model_uri": model_uri}
+    )  # fmt: skip
+    if _exists(store, job.train_uri) and not args.force:
         raise CLIError(f"the staging folder {staging} already holds a split (use --force to overwrite)")
 
-    # 2. the catalog (no row is read): the table exists, its columns and SQL types fit the spec
+    # 2. the boundary and the catalog (no row is read), the ledger, the generator
     engine = _warehouse_engine(args.warehouse, env, must_exist=True)
-    dtypes, _ = iter_table_chunks(engine, spec, chunk_rows=args.chunk_rows, query=args.query or None)
-
-    # 3. the ledger before any row is read (grant if asked, then check), then the generator
+    query = args.query or None
+    check_release_inputs(
+        spec, source_table=spec.name, source_query=query, dialect=engine.dialect.name, params=job
+    )
+    dtypes, _ = iter_table_chunks(engine, spec, chunk_rows=stage_job.chunk_rows, query=query)
     ledger = _ledger(args.ledger, env)
-    if args.lifetime_epsilon is not None:
-        ledger.ensure_grant(table, args.lifetime_epsilon, args.lifetime_delta or budget.delta * 10)
-    status = ledger.check(table, budget.epsilon, budget.delta)
-    env.note(
-        f"ledger: table {table!r} has ε {_fmt(status.remaining_epsilon)} of lifetime "
-        f"{_fmt(status.lifetime_epsilon)} left; this run plans ε={budget.epsilon:.4g}, δ={budget.delta:.3g}"
-    )
-    from synth_core.generators import create_synthesizer
+    scope = budget_scope(engine, table=spec.name, source_query=query, privacy_scope=args.privacy_scope)
+    status = check_budget(ledger, params, scope)
+    env.note(f"ledger: {status.source_table} has ε {_fmt(status.remaining_epsilon)} of lifetime "
+             f"{_fmt(status.lifetime_epsilon)} left; this run plans ε={job.epsilon:.4g}, δ={job.delta:.3g}")  # fmt: skip
+    plan = plan_train(job, store, spec=spec, staged=False)
+    _finer_progress(plan.synth, env)
+    staged: dict[str, Any] = {}
 
-    synth = create_synthesizer(args.generator, **params)
+    def stage(run: Any) -> None:  # inside the reservation: a failure before the first row releases it
+        staged.update(stage_source(engine, store, spec, staging_uri=staging, holdout_fraction=stage_job.holdout_fraction,
+                                   chunk_rows=stage_job.chunk_rows, query=query, on_first_rows=run.mark_private_read))  # fmt: skip
+        env.note(f"staged {spec.name!r} under {staging} -- REAL ROWS: keep this folder private")
 
-    # 4. reserve, then read: released if the run fails before a row was read, charged in full after
-    reservation = ledger.reserve(table, budget.epsilon, budget.delta, run_id=run_id, mechanism=args.generator)
-    env.note(
-        f"ledger: reserved ε={budget.epsilon:.4g}, δ={budget.delta:.3g} for {table!r} (reservation {reservation})"
-    )
-    read: list[bool] = []
-    try:
-        staged = stage_source(
-            engine, store, spec, staging_uri=staging, holdout_fraction=args.holdout_fraction,
-            chunk_rows=args.chunk_rows, query=args.query or None, on_first_rows=lambda: read.append(True),
-        )  # fmt: skip
-        rows_train, rows_holdout = staged["rows_train"], staged["rows_holdout"]
-        env.note(
-            f"staged {rows_train + rows_holdout} rows of {table!r} ({rows_train} train, {rows_holdout} holdout) "
-            f"under {staging} -- REAL ROWS: keep this folder private"
-        )
-        train = store.read_parquet(train_uri)
-        _finer_progress(synth, env)
-        started = time.monotonic()
-        with TrainingProgress(env, f"training {args.generator}") as progress:
-            synth.fit(train, spec, budget, seed=args.seed, progress=progress)
-        seconds = time.monotonic() - started
-        assert synth.privacy_ is not None and synth.transformer_ is not None
-        spent_eps, spent_delta = float(synth.privacy_["epsilon"]), float(synth.privacy_["delta"])
-        synth.save(model_uri, store=store)
-        ledger.settle(reservation, spent_eps, spent_delta, note=f"model {model_uri}")
-    except BaseException:
-        _close_reservation(ledger, reservation, touched=bool(read), env=env)
-        raise
-    status = ledger.status(table)
+    # 3. reserve, stage, train, settle (the ledger's failure policy)
+    started = time.monotonic()
+    with TrainingProgress(env, f"training {job.generator}") as progress:
+        trained = train(plan, store, ledger, run_id=run_id, scope=scope, stage=stage, progress=progress)
+    status = ledger.status(scope)
     manifest: dict[str, Any] = {
-        "source_table": table,
-        "run_id": run_id,
-        "warehouse": engine.url.render_as_string(hide_password=True),
-        "source_is_query": bool(args.query),
-        "staging_uri": staging,
-        "train_uri": train_uri,
-        "holdout_uri": holdout_uri,
-        "rows_total": rows_train + rows_holdout,
-        "rows_train": rows_train,
-        "rows_holdout": rows_holdout,
-        "holdout_fraction": float(args.holdout_fraction),
-        "dtypes": dtypes,
-        "model_uri": model_uri,
-        "generator": args.generator,
-        "generator_params": synth.params,
-        "epsilon": spent_eps,
-        "delta": spent_delta,
-        "target_epsilon": budget.epsilon,
-        "target_delta": budget.delta,
-        "rows_trained": len(train),
-        # the DP count of the training rows scaled by the (public) holdout fraction: the default
-        # size of the synthetic replacement table (as the train operator computes it)
-        "dp_source_rows": round(synth.transformer_.dp_row_count / (1.0 - float(args.holdout_fraction))),
-        "reservation_id": reservation,
-        "ledger": _safe_url(args.ledger or default_ledger_url(env.home)),
-        "trained_at": dt.datetime.now(dt.UTC).isoformat(),
-        "seconds": round(seconds, 1),
+        **trained.to_dict(), **{k: staged[k] for k in ("staging_uri", "train_uri", "holdout_uri", "holdout_fraction", "source_is_query")},
+        "run_id": run_id, "warehouse": _safe_url(engine.url.render_as_string(hide_password=True)), "dtypes": dtypes,
+        "budget_scope": list(scope.keys), "ledger": _safe_url(args.ledger or default_ledger_url(env.home)),
+        "trained_at": dt.datetime.now(dt.UTC).isoformat(), "seconds": round(time.monotonic() - started, 1),
         "budget_after": status.to_dict(),
-    }
+    }  # fmt: skip
     _write_json(store, model_uri + TRAIN_MANIFEST_SUFFIX, manifest)
     if args.json:
         _out(json.dumps(manifest, indent=1, default=_json_default))
         return EXIT_OK
-    _out(f"trained {args.generator} on {len(train)} rows of {table!r} in {seconds:.0f}s (run {run_id})")
-    _out(f"privacy  ε spent {spent_eps:.4f} (target {budget.epsilon:.4g}), δ {spent_delta:.2g}")
-    _out(
-        f"ledger   table {table!r}: ε {_fmt(status.remaining_epsilon)} of lifetime {_fmt(status.lifetime_epsilon)} "
-        f"left (δ {_fmt(status.remaining_delta, 3)} of {_fmt(status.lifetime_delta, 3)})"
-    )
+    _out(f"trained {trained.generator} on {spec.name!r} in {manifest['seconds']:.0f}s (run {run_id})")
+    _out(f"privacy  ε spent {trained.epsilon:.4f} (target {job.epsilon:.4g}), δ {trained.delta:.2g}")
+    _out(f"ledger   {status.source_table}: ε {_fmt(status.remaining_epsilon)} of lifetime "
+         f"{_fmt(status.lifetime_epsilon)} left (δ {_fmt(status.remaining_delta, 3)} of {_fmt(status.lifetime_delta, 3)})")  # fmt: skip
     _out(f"model    {model_uri}")
     _out(f"staging  {staging}  (REAL ROWS, for `dpsynth validate`: keep private, delete when done)")
     return EXIT_OK
-
-
-def _close_reservation(ledger: PrivacyLedger, reservation: int, *, touched: bool, env: Env) -> None:
-    """Release the reservation of a run that read no row; charge it in full otherwise."""
-    try:
-        if touched:
-            ledger.settle_in_full(reservation, note="run failed after reading private rows: charged in full")
-            print(
-                f"ledger: the run failed after reading rows: reservation {reservation} is charged in full",
-                file=sys.stderr,
-            )
-        else:
-            ledger.release(reservation, note="failed before reading private rows")
-            env.note(f"ledger: released reservation {reservation} (no row was read)")
-    except Exception as exc:  # the ledger failing too: an open reservation still counts as spent
-        print(
-            f"ledger: could not close reservation {reservation} ({type(exc).__name__}); "
-            "it stays open and counts as spent",
-            file=sys.stderr,
-        )
 
 
 def _finer_progress(synth: Any, env: Env) -> None:
@@ -1041,38 +820,19 @@ def _finer_progress(synth: Any, env: Env) -> None:
 
 
 def cmd_sample(args: argparse.Namespace, env: Env) -> int:
+    from synth_core.pipeline.sample import sample, sample_rows
+
     store = env.store
     bundle = read_bundle(store, args.model)
-    out_uri = _uri(args.output)
-    rows = args.rows
-    if rows is None:
-        manifest = _train_manifest(store, bundle.uri) or {}
-        rows = int(manifest.get("dp_source_rows") or 0) or bundle.transformer.dp_row_count
-    from synth_core.generators import Synthesizer
-
-    synth = Synthesizer.from_bytes(bundle.raw)
-    started = time.monotonic()
-    frame = synth.sample(int(rows), seed=args.seed)
-    store.write_parquet(out_uri, frame)
-    result = {
-        "source_table": bundle.table,
-        "model_uri": bundle.uri,
-        "synthetic_uri": out_uri,
-        "rows": len(frame),
-        "seed": args.seed,
-        "epsilon_spent": 0.0,
-        "model_epsilon": bundle.epsilon,
-        "model_delta": bundle.delta,
-        "seconds": round(time.monotonic() - started, 1),
-    }
+    rows = sample_rows(args.rows, _train_manifest(store, bundle.uri), bundle)
+    result = sample(store, model_uri=bundle.uri, rows=rows, output_uri=_uri(args.output), seed=args.seed)
+    result.update(model_epsilon=bundle.epsilon, model_delta=bundle.delta)
     if args.json:
         _out(json.dumps(result, indent=1))
         return EXIT_OK
-    _out(f"sampled {len(frame)} synthetic rows of {bundle.table!r} into {out_uri}")
-    _out(
-        "privacy  no budget spent: sampling post-processes the DP model "
-        f"(its release is ε {bundle.epsilon:.4f}, δ {bundle.delta:.2g})"
-    )
+    _out(f"sampled {result['rows']} synthetic rows of {bundle.table!r} into {result['synthetic_uri']}")
+    _out("privacy  no budget spent: sampling post-processes the DP model "
+         f"(its release is ε {bundle.epsilon:.4f}, δ {bundle.delta:.2g})")  # fmt: skip
     return EXIT_OK
 
 
@@ -1103,146 +863,76 @@ def _staged_split(
 def cmd_validate(args: argparse.Namespace, env: Env) -> int:
     import tempfile
 
-    from synth_core.metrics import evaluate_release
+    from synth_core.pipeline.signing import sign, signing_key
+    from synth_core.pipeline.validate import run_gate
 
     store = env.store
     bundle = read_bundle(store, args.model)
     synthetic_uri = _uri(args.synthetic)
     try:
         frame = store.read_parquet(synthetic_uri)
-        digest = _sha256(store, synthetic_uri)
     except FileNotFoundError:
         raise CLIError(f"synthetic file not found: {synthetic_uri}") from None
-    spec, transformer, table = bundle.spec, bundle.transformer, bundle.table
+    gate = GateJob.from_mapping(
+        job_fields_from_args(args, GateJob), enforce_privacy_thresholds=not args.no_privacy_thresholds
+    )
     train_manifest = _train_manifest(store, bundle.uri)
     split = None if args.no_metrics else _staged_split(args, store, train_manifest)
-    metrics: dict[str, Any] = {}
-    if split is not None:
-        env.note(f"computing release metrics against the real split under {split[0].rsplit('/', 1)[0]}")
-        metrics = dict(
-            evaluate_release(store.read_parquet(split[0]), store.read_parquet(split[1]), frame, spec)
-        )
-    enforce = split is not None and not args.no_privacy_thresholds
     if split is None and not args.no_metrics:
-        print(
-            "note: privacy thresholds not checked: the real train/holdout split of the training run is not "
-            "available (pass --staging)",
-            file=sys.stderr,
-        )
-    release_metrics = None
-    thresholds = None
-    if enforce:
-        from synth_expectations import PrivacyThresholds, gate_metrics
-
-        release_metrics = gate_metrics(metrics, epsilon=bundle.epsilon, target_epsilon=bundle.target_epsilon)
-        thresholds = PrivacyThresholds(
-            max_dcr_share=args.max_dcr_share, min_nndr=args.min_nndr, max_attack_auc=args.max_attack_auc
-        )
-    dtypes = dict((train_manifest or {}).get("dtypes") or transformer.output_dtypes)
+        print("note: privacy thresholds not checked: the real train/holdout split of the training run is not "
+              "available (pass --staging)", file=sys.stderr)  # fmt: skip
     extra = os.path.expanduser(args.expectations) if args.expectations else None
     if extra is not None and not Path(extra).is_file():
         raise CLIError(f"expectations file not found: {extra}")
-    from synth_expectations import validate_frame
-
     with contextlib.ExitStack() as stack:
-        docs_dir = (
-            os.path.expanduser(args.data_docs)
-            if args.data_docs
-            else stack.enter_context(tempfile.TemporaryDirectory(prefix="dpsynth-docs-"))
-        )
-        outcome = validate_frame(
-            frame,
-            spec,
-            dtypes,
-            domains=transformer.dp_domains(),
-            ranges=transformer.dp_ranges(),
-            row_count=len(frame),
-            null_rates=transformer.dp_null_rates(),
-            null_rate_tolerance=args.null_rate_tolerance,
-            release_metrics=release_metrics,
-            privacy_thresholds=thresholds,
-            extra_expectations=extra,
-            data_docs_dir=docs_dir,
-        )
-    data_docs = outcome.data_docs_index if args.data_docs else None
-    report_uri = None
-    if args.report:
-        report_uri = _write_report(store, bundle, frame, synthetic_uri, metrics, _uri(args.report))
-    passed = sum(1 for r in outcome.results if r.success)
-    record = {
-        "success": bool(outcome.success),
-        "source_table": table,
-        "synthetic_uri": synthetic_uri,
-        "synthetic_sha256": digest,
-        "rows": len(frame),
-        "model_uri": bundle.uri,
-        "model_sha256": bundle.sha256,
-        "epsilon": bundle.epsilon,
-        "delta": bundle.delta,
-        "target_epsilon": bundle.target_epsilon,
-        "generator": bundle.generator,
-        "privacy_thresholds_checked": enforce,
-        "privacy_thresholds": thresholds.to_dict() if thresholds is not None else None,
-        "null_rate_tolerance": args.null_rate_tolerance,
-        "metrics": metrics,
-        "report_uri": report_uri,
-        "data_docs_index": data_docs,
-        "validated_at": dt.datetime.now(dt.UTC).isoformat(),
-        "expectations_passed": passed,
-        "expectations_total": len(outcome.results),
-        "outcome": outcome.to_dict(),
-    }
+        docs_dir = (os.path.expanduser(args.data_docs) if args.data_docs
+                    else stack.enter_context(tempfile.TemporaryDirectory(prefix="dpsynth-docs-")))  # fmt: skip
+        result = run_gate(store, bundle, frame, synthetic_uri=synthetic_uri, gate=gate,
+                          dtypes=(train_manifest or {}).get("dtypes"), split=split, extra_expectations=extra,
+                          data_docs_dir=docs_dir)  # fmt: skip
+    metrics = result.evaluation["metrics"]
+    report_uri = (
+        _write_report(store, bundle, frame, synthetic_uri, _uri(args.report)) if args.report else None
+    )
+    record = sign({**result.record, "report_uri": report_uri}, signing_key(env.home))
     record_uri = _write_json(store, synthetic_uri + VALIDATION_SUFFIX, record)
+    if split is not None:  # the real-data evaluation stays beside the real rows
+        _write_json(store, split[0].rsplit("/", 1)[0] + "/evaluation.json", result.evaluation)
+    passed, total = record["expectations_passed"], record["expectations_total"]
     if args.json:
-        _out(json.dumps(record, indent=1, default=_json_default))
+        _out(json.dumps({**record, "metrics": metrics}, indent=1, default=_json_default))
     else:
-        _out(f"validation of {table!r}: {passed}/{len(outcome.results)} expectations passed")
+        _out(f"validation of {bundle.table!r}: {passed}/{total} expectations passed")
         for key, value in metrics.items():
             _out(f"metric   {key} = {_fmt(value) if isinstance(value, float) else value}")
         _out(f"record   {record_uri}")
         if report_uri:
             _out(f"report   {report_uri}")
-        if data_docs:
-            _out(f"docs     {data_docs}")
-    for warning in outcome.warnings():
+        if args.data_docs and result.outcome.data_docs_index:
+            _out(f"docs     {result.outcome.data_docs_index}")
+    for warning in result.outcome.warnings():
         print(f"warning (does not block): {warning.summary}", file=sys.stderr)
-    if not outcome.success:
-        for line in outcome.failure_message(table).splitlines():
+    if not result.success:
+        for line in result.outcome.failure_message(bundle.table).splitlines():
             print(f"FAILED: {line}", file=sys.stderr)
-        failed = sum(1 for r in outcome.failed() if r.severity == "critical")
-        raise CLIError(
-            f"validation of {table!r} failed: {failed} critical expectation(s); nothing may be published",
-            EXIT_VALIDATION,
-        )
+        failed = sum(1 for r in result.outcome.failed() if r.severity == "critical")
+        raise CLIError(f"validation of {bundle.table!r} failed: {failed} critical expectation(s); "
+                       "nothing may be published", EXIT_VALIDATION)  # fmt: skip
     return EXIT_OK
 
 
 def _write_report(
-    store: ObjectStore,
-    bundle: Bundle,
-    frame: pd.DataFrame,
-    synthetic_uri: str,
-    metrics: Mapping[str, Any],
-    out_uri: str,
+    store: ObjectStore, bundle: ModelBundle, frame: pd.DataFrame, synthetic_uri: str, out_uri: str
 ) -> str:
+    """The shareable release report (its only real-data figures are DP outputs)."""
+    from synth_core.pipeline.validate import NEIGHBOURING_RELATION
     from synth_core.report import render_release_report
 
-    release = {
-        "table": bundle.table,
-        "generator": bundle.generator,
-        "generator_params": bundle.params,
-        "rows": len(frame),
-        "model_uri": bundle.uri,
-        "synthetic_uri": synthetic_uri,
-    }
-    html = render_release_report(
-        spec=bundle.spec,
-        synthetic=frame,
-        transformer_state=bundle.transformer.to_dict(),
-        privacy=bundle.privacy,
-        metrics=metrics,
-        release=release,
-    )
+    release = {"table": bundle.table, "generator": bundle.generator, "generator_params": bundle.params,
+               "rows": len(frame), "model_uri": bundle.uri, "synthetic_uri": synthetic_uri,
+               "neighbouring_relation": NEIGHBOURING_RELATION}  # fmt: skip
+    html = render_release_report(spec=bundle.spec, synthetic=frame, transformer_state=bundle.transformer.to_dict(),
+                                 privacy=bundle.privacy, release=release)  # fmt: skip
     return store.put_bytes(out_uri, html.encode(), content_type="text/html")
 
 
@@ -1250,87 +940,39 @@ def _write_report(
 # publish
 
 
-def _passing_validation(store: ObjectStore, synthetic_uri: str, bundle: Bundle) -> dict[str, Any]:
-    """The validation record of exactly this synthetic file and model, which must have passed."""
-    from synth_core.errors import ValidationFailedError
-
-    record = _read_json(store, synthetic_uri + VALIDATION_SUFFIX)
-    hint = f"run `dpsynth validate --model {bundle.uri} --synthetic {synthetic_uri}` first"
-    if record is None:
-        raise ValidationFailedError(
-            f"{synthetic_uri} has no validation record; nothing is published ({hint})"
-        )
-    digest = _sha256(store, synthetic_uri)
-    if record.get("synthetic_sha256") != digest:
-        raise ValidationFailedError(
-            f"{synthetic_uri} changed since it was validated; nothing is published ({hint})"
-        )
-    if record.get("model_sha256") != bundle.sha256:
-        raise ValidationFailedError(
-            f"{synthetic_uri} was validated against another model bundle; nothing is published ({hint})"
-        )
-    if not record.get("success"):
-        raise ValidationFailedError(
-            f"{synthetic_uri} did not pass validation; nothing is published (see {synthetic_uri}{VALIDATION_SUFFIX})"
-        )
-    return record
-
-
 def cmd_publish(args: argparse.Namespace, env: Env) -> int:
-    from synth_core.release import publish_release
-    from synth_core.warehouse import split_table_name
+    from synth_core.pipeline.validate import trusted_record
+    from synth_core.release import publish_release, resolve_target
 
     store = env.store
     bundle = read_bundle(store, args.model)
     synthetic_uri = _uri(args.synthetic)
     if not _exists(store, synthetic_uri):
         raise CLIError(f"synthetic file not found: {synthetic_uri}")
-    validation = _passing_validation(store, synthetic_uri, bundle)
+    # names, then the signed validation record, before anything is written
+    resolve_target(bundle.table, args.table_name, args.schema, dbt_source_name=args.dbt_source_name)
+    validation = trusted_record(
+        store, bundle, synthetic_uri, synthetic_uri + VALIDATION_SUFFIX, signing_home=env.home
+    )
     train_manifest = _train_manifest(store, bundle.uri) or {}
-    transformer, table = bundle.transformer, bundle.table
-    source_schema, source_name = split_table_name(table)
-    schema = args.schema or None
-    target = args.table_name or (source_name if schema else f"{source_name}_synthetic")
-    if "." in target:
-        raise CLIError(f"--table-name {target!r} must not hold a schema: use --schema")
-    if (schema, target) == (source_schema, source_name):
-        raise CLIError(
-            f"the synthetic table would replace the source table {table!r}: choose --table-name or --schema"
-        )
-    engine = _warehouse_engine(args.warehouse, env, must_exist=False)
-    run_id = args.run_id or new_run_id()
-    root = _root_uri(args.object_store or default_object_store(env.home))
-    rows = int(validation["rows"])
     done = publish_release(
-        engine,
-        store,
-        root_uri=root,
-        transformer=transformer,
-        model={
-            "model_uri": bundle.uri, "generator": bundle.generator, "epsilon": bundle.epsilon,
-            "delta": bundle.delta, "target_epsilon": bundle.target_epsilon,
-        },
-        synthetic_uri=synthetic_uri,
-        rows=rows,
-        run_id=run_id,
-        staged=train_manifest or {"source_table": table},
-        target_table=target,
-        target_schema=schema,
-        report_uri=validation.get("report_uri"),
-        validation_uri=synthetic_uri + VALIDATION_SUFFIX,
-        dbt_source_name=args.dbt_source_name,
+        _warehouse_engine(args.warehouse, env, must_exist=False), store,
+        root_uri=_root_uri(args.object_store or default_object_store(env.home)),
+        transformer=bundle.transformer, model=bundle.release_facts(), synthetic_uri=synthetic_uri,
+        rows=int(validation["rows"]), run_id=args.run_id or new_run_id(),
+        staged=train_manifest or {"source_table": bundle.table}, target_table=args.table_name,
+        target_schema=args.schema or None, report_uri=validation.get("report_uri"),
+        validation_uri=synthetic_uri + VALIDATION_SUFFIX, dbt_source_name=args.dbt_source_name,
         dbt_project_dir=os.path.expanduser(args.dbt_project_dir) if args.dbt_project_dir else None,
     )  # fmt: skip
-    manifest, manifest_uri, parquet_uri = done.manifest, done.manifest_uri, done.parquet_uri
+    manifest = done.manifest
     if args.json:
-        _out(json.dumps({**manifest, "manifest_uri": manifest_uri}, indent=1, default=_json_default))
+        _out(json.dumps({**manifest, "manifest_uri": done.manifest_uri}, indent=1, default=_json_default))
         return EXIT_OK
-    _out(
-        f"published {rows} synthetic rows of {table!r} as {manifest['synthetic_table']!r} "
-        f"(ε {bundle.epsilon:.4f}, δ {bundle.delta:.2g}) in {manifest['warehouse']}"
-    )
-    _out(f"parquet  {parquet_uri}")
-    _out(f"manifest {manifest_uri}")
+    _out(f"published {manifest['rows']} synthetic rows of {bundle.table!r} as {manifest['synthetic_table']!r} "
+         f"(ε {bundle.epsilon:.4f}, δ {bundle.delta:.2g}) in {manifest['warehouse']}")  # fmt: skip
+    _out(f"parquet  {done.parquet_uri}")
+    _out(f"manifest {done.manifest_uri}")
     return EXIT_OK
 
 
@@ -1346,11 +988,7 @@ def cmd_report(args: argparse.Namespace, env: Env) -> int:
         frame = store.read_parquet(synthetic_uri)
     except FileNotFoundError:
         raise CLIError(f"synthetic file not found: {synthetic_uri}") from None
-    metrics: dict[str, Any] = {}
-    record = _read_json(store, synthetic_uri + VALIDATION_SUFFIX)
-    if record and record.get("synthetic_sha256") == _sha256(store, synthetic_uri):
-        metrics = dict(record.get("metrics") or {})
-    uri = _write_report(store, bundle, frame, synthetic_uri, metrics, _uri(args.output))
+    uri = _write_report(store, bundle, frame, synthetic_uri, _uri(args.output))
     _out(f"report   {uri}")
     return EXIT_OK
 
@@ -1378,9 +1016,10 @@ def cmd_ledger_show(args: argparse.Namespace, env: Env) -> int:
     statuses: list[dict[str, Any]] = []
     if _ledger_url_exists(url):
         ledger = _ledger(url, env)
-        entries = ledger.entries(args.table)
-        tables = [args.table] if args.table else sorted({str(e["source_table"]) for e in entries})
-        statuses = [ledger.status(t).to_dict() for t in tables]
+        scope = _table_scope(args, env) if args.table else None
+        entries = ledger.entries(scope)
+        keys = list(scope.keys) if scope else sorted({str(e["source_table"]) for e in entries})
+        statuses = [ledger.status(k).to_dict() for k in keys]
     elif args.table:
         statuses = [
             {"source_table": args.table, "lifetime_epsilon": None, "lifetime_delta": None, "spent_epsilon": 0.0,
@@ -1437,17 +1076,30 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], stream: IO[str]
         )
 
 
+def _table_scope(args: argparse.Namespace, env: Env) -> BudgetScope:
+    """The budget scope of ``--table``: resolved in the warehouse when it exists (the key a run
+    reading that table is charged under), else the plain name (carried over on first use)."""
+    from synth_core.boundary import check_table_name
+    from synth_core.ledger import BudgetScope, budget_scope
+
+    check_table_name(args.table, "--table")
+    url = args.warehouse or default_warehouse_url(env.home)
+    if not _ledger_url_exists(url):  # an embedded warehouse not created yet
+        return BudgetScope.of(args.table)
+    return budget_scope(_warehouse_engine(args.warehouse, env, must_exist=True), table=args.table)
+
+
 def cmd_ledger_grant(args: argparse.Namespace, env: Env) -> int:
     ledger = _ledger(args.ledger, env)
-    ledger.grant(
-        args.table, args.epsilon, args.delta, note=args.note or "granted with `dpsynth ledger grant`"
-    )
-    status = ledger.status(args.table)
+    scope = _table_scope(args, env)
+    ledger.grant(scope, args.epsilon, args.delta, note=args.note or "granted with `dpsynth ledger grant`",
+                 allow_raise=bool(args.allow_raise))  # fmt: skip
+    status = ledger.status(scope)
     if args.json:
         _out(json.dumps(status.to_dict(), indent=1))
         return EXIT_OK
     _out(
-        f"table {args.table!r}: lifetime ε {_fmt(status.lifetime_epsilon)}, δ {_fmt(status.lifetime_delta, 3)}; "
+        f"{status.source_table}: lifetime ε {_fmt(status.lifetime_epsilon)}, δ {_fmt(status.lifetime_delta, 3)}; "
         f"spent ε {_fmt(status.spent_epsilon)}; left ε {_fmt(status.remaining_epsilon)}, "
         f"δ {_fmt(status.remaining_delta, 3)}"
     )
@@ -1458,79 +1110,6 @@ def cmd_ledger_grant(args: argparse.Namespace, env: Env) -> int:
 # entry point
 
 
-def exit_code_for(exc: BaseException) -> int:
-    """The documented exit code of an error."""
-    if isinstance(exc, CLIError):
-        return exc.code
-    if isinstance(exc, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    from synth_core.errors import (
-        BudgetExceededError,
-        BundleError,
-        NonRetryableError,
-        ParameterError,
-        SourceTableError,
-        SpecError,
-        ValidationFailedError,
-    )
-
-    if isinstance(exc, BudgetExceededError):
-        return EXIT_BUDGET
-    if isinstance(exc, ValidationFailedError):
-        return EXIT_VALIDATION
-    if isinstance(exc, NonRetryableError):
-        from synth_core.rules import RuleUnsatisfiableError
-
-        if isinstance(exc, RuleUnsatisfiableError):  # sampling cannot satisfy the spec's rules
-            return EXIT_VALIDATION
-    if isinstance(exc, SpecError | SourceTableError | BundleError):
-        return EXIT_DATA
-    if isinstance(exc, ParameterError):
-        return EXIT_USAGE
-    if isinstance(exc, NonRetryableError):
-        return EXIT_DATA
-    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
-        return EXIT_USAGE
-    return EXIT_UNEXPECTED
-
-
-def error_message(exc: BaseException) -> str:
-    """One line for the error: dpsynth's own messages (which never hold cell values); for anything
-    else only its type (third-party messages may quote data), or the path of a file error."""
-    from synth_core.errors import DPSynthError
-
-    if isinstance(exc, CLIError | DPSynthError):
-        text = str(exc)
-    elif isinstance(exc, KeyboardInterrupt):
-        text = "interrupted"
-    elif isinstance(exc, OSError) and exc.filename is not None:
-        text = f"{exc.strerror or type(exc).__name__}: {exc.filename}"
-    elif isinstance(exc, FileNotFoundError):  # e.g. the object store's "no object at <uri>"
-        text = str(exc)
-    else:
-        origin = getattr(exc, "orig", None)  # SQLAlchemy DBAPI errors: name the driver's error class only
-        detail = f" ({type(origin).__name__})" if origin is not None else ""
-        text = f"unexpected {type(exc).__name__}{detail}; rerun with --debug for the traceback"
-    return " ".join(text.split()) or type(exc).__name__
-
-
-def _configure_logging(verbose: bool) -> None:
-    import warnings
-
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not verbose:
-        for name in ("great_expectations", "opacus", "matplotlib"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        # Opacus ghost clipping: benign (the model inputs never require gradients)
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dpsynth``; returns the exit code (see the module docstring)."""
     parser = build_parser()
@@ -1539,7 +1118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     verbose, debug = bool(getattr(args, "verbose", False)), bool(getattr(args, "debug", False))
-    _configure_logging(verbose)
+    configure_logging(verbose)
     env = Env(
         home=dpsynth_home(getattr(args, "home", None)),
         quiet=bool(getattr(args, "quiet", False)),

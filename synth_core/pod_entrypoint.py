@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -85,9 +84,10 @@ def _store() -> ObjectStore:
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    from synth_core.cli import _number, _param, _Parser, _positive_int
+    from synth_core.pipeline.command_line import Parser, add_job_arguments, integer, positive_int
+    from synth_core.pipeline.jobs import TrainJob
 
-    p = _Parser(
+    p = Parser(
         prog=f"dpsynth-{command}",
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -102,18 +102,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     p.add_argument("--debug", action="store_true", help="print tracebacks of errors")
     if command == "train":
-        p.add_argument("--train-uri", metavar="URI", help="staged train Parquet")
-        p.add_argument("--spec-uri", metavar="URI", help="the TableSpec YAML (object store URI or path)")
-        p.add_argument("--epsilon", type=_number, metavar="E")
-        p.add_argument("--delta", type=_number, metavar="D")
-        p.add_argument("--preprocessing-fraction", type=_number, metavar="F")
-        p.add_argument(
-            "--holdout-fraction", type=_number, metavar="F", help="of the staged split (row count)"
-        )
-        p.add_argument("--generator", metavar="NAME")
-        p.add_argument("--param", action="append", type=_param, default=[], metavar="KEY=VALUE")
-        p.add_argument("--seed", type=int, metavar="S", help="model initialisation only")
-        p.add_argument("--model-uri", metavar="URI", help="where the model bundle goes")
+        add_job_arguments(p, TrainJob, defaults=False)  # every TrainJob field, as --field-name
         p.add_argument(
             "--nproc-per-node",
             metavar="N|auto",
@@ -121,16 +110,17 @@ def _parser(command: str) -> argparse.ArgumentParser:
         )
     else:
         p.add_argument("--model-uri", metavar="URI", help="the model bundle")
-        p.add_argument("--rows", type=_positive_int, metavar="N")
-        p.add_argument("--seed", type=int, metavar="S")
+        p.add_argument("--rows", type=positive_int, metavar="N")
+        p.add_argument("--seed", type=integer, metavar="S")
         p.add_argument("--output-uri", metavar="URI", help="synthetic Parquet")
-        p.add_argument("--chunk-rows", type=_positive_int, metavar="N", help="rows per sampled chunk")
+        p.add_argument("--chunk-rows", type=positive_int, metavar="N", help="rows per sampled chunk")
     return p
 
 
-def load_job(args: argparse.Namespace) -> dict[str, Any]:
+def load_job(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """The job: ``--job`` file, then ``--job-json``, then the explicit arguments on top."""
-    from synth_core.cli import CLIError
+    from synth_core.pipeline.command_line import CLIError, job_fields_from_args
+    from synth_core.pipeline.jobs import TrainJob
 
     job: dict[str, Any] = {}
     for source in (args.job, args.job_json):
@@ -143,23 +133,22 @@ def load_job(args: argparse.Namespace) -> dict[str, Any]:
             raise CLIError(f"cannot read the job ({type(exc).__name__})") from None
         if not isinstance(loaded, dict):
             raise CLIError("the job must be a JSON object")
-        job.update(loaded)
-    overrides = {
-        k: v
-        for k, v in vars(args).items()
-        if v is not None
-        and k not in ("job", "job_json", "xcom_path", "verbose", "debug", "param", "nproc_per_node")
-    }
-    job.update(overrides)
-    params = dict(job.get("generator_params") or {})
-    params.update(dict(getattr(args, "param", []) or []))
-    if params or "generator_params" in job:
-        job["generator_params"] = params
+        # a job may nest the extract task's manifest under "staged"
+        job.update({**dict(loaded.pop("staged", None) or {}), **loaded})
+    if command == "train":
+        given = job_fields_from_args(args, TrainJob)
+        params = {**dict(job.get("generator_params") or {}), **given.pop("generator_params", {})}
+        job.update(given, generator_params=params)
+    else:
+        job.update({k: v for k, v in vars(args).items() if v is not None and k in _SAMPLE_FIELDS})
     return job
 
 
+_SAMPLE_FIELDS = ("model_uri", "rows", "seed", "output_uri", "chunk_rows")
+
+
 def _require(job: Mapping[str, Any], *keys: str) -> None:
-    from synth_core.cli import CLIError
+    from synth_core.pipeline.command_line import CLIError
 
     missing = [k for k in keys if job.get(k) in (None, "")]
     if missing:
@@ -171,73 +160,42 @@ def _require(job: Mapping[str, Any], *keys: str) -> None:
 
 
 def run_train(job: Mapping[str, Any], *, store: ObjectStore | None = None) -> dict[str, Any] | None:
-    """Train as the job says; returns the manifest on worker 0 (``None`` on the other workers).
+    """Train as the job (``TrainJob.to_dict()``) says; returns the manifest on worker 0 (``None``
+    on the other workers). The ledger is the pod operator's: reserved before the pod started.
 
     Under ``torchrun`` every worker calls this: they join the process group, run the same DP
     preprocessing (shared privacy seeds), train with DPDDP, and worker 0 saves the bundle."""
     from synth_core.distributed import distributed_training, gather_strings
-    from synth_core.errors import ParameterError
-    from synth_core.generators import create_synthesizer
-    from synth_core.privacy import PrivacyBudget
-    from synth_core.spec import TableSpec
+    from synth_core.pipeline.jobs import TrainJob
+    from synth_core.pipeline.train import fit_and_save, plan_train
 
-    staged = dict(job.get("staged") or {})
-    job = {**{k: staged[k] for k in ("train_uri", "spec_uri", "holdout_fraction") if k in staged}, **job}
-    _require(job, "train_uri", "epsilon", "model_uri")
-    if not job.get("spec_uri") and not job.get("spec"):
-        _require(job, "spec_uri")
     store = store or _store()
-    budget = PrivacyBudget(
-        float(job["epsilon"]),
-        float(job.get("delta") or 1e-6),
-        preprocessing_fraction=float(job.get("preprocessing_fraction") or 0.1),
+    train_job = TrainJob.from_mapping(
+        {**job, "source_table": job.get("source_table") or _spec_table(store, job)}
     )
-    generator = str(job.get("generator") or "dp_tvae")
-    params = dict(job.get("generator_params") or {})
-    holdout = float(job.get("holdout_fraction") or 0.0)
-    if not 0.0 <= holdout < 0.9:
-        raise ParameterError(f"holdout_fraction must be in [0, 0.9), got {holdout!r}")
-    seed = None if job.get("seed") in (None, "") else int(job["seed"])
-    if job.get("spec"):
-        spec_value = job["spec"]
-        spec = (
-            TableSpec.from_dict(spec_value)
-            if isinstance(spec_value, Mapping)
-            else TableSpec.from_yaml(spec_value)
-        )
-    else:
-        spec = TableSpec.from_yaml(_read_text(store, str(job["spec_uri"])))
-    synth = create_synthesizer(generator, **params)
-    train = store.read_parquet(str(job["train_uri"]))
-    started = time.monotonic()
+    plan = plan_train(train_job, store)
+    train = store.read_parquet(train_job.train_uri)
     with distributed_training() as worker:
-        synth.fit(train, spec, budget, seed=seed)
-        digests = gather_strings(_fit_digest(synth)) if worker.distributed else [_fit_digest(synth)]
-    seconds = time.monotonic() - started
+        trained = fit_and_save(plan, store, train, save=False)
+        digests = gather_strings(_fit_digest(plan.synth)) if worker.distributed else [_fit_digest(plan.synth)]
     if not worker.is_main:
         return None
-    assert synth.privacy_ is not None and synth.transformer_ is not None
     if len(set(digests)) != 1:  # pragma: no cover - would mean the workers trained different models
         raise AssertionError("the DP-SGD workers ended with different models")
-    model_uri = synth.save(str(job["model_uri"]), store=store)
-    training = {k: v for k, v in synth.training_.items() if isinstance(v, str | int | float | bool)}
-    return {
-        "source_table": spec.name,
-        "model_uri": model_uri,
-        "generator": generator,
-        "generator_params": synth.params,
-        "epsilon": float(synth.privacy_["epsilon"]),
-        "delta": float(synth.privacy_["delta"]),
-        "target_epsilon": budget.epsilon,
-        "target_delta": budget.delta,
-        "rows_trained": len(train),
-        # the DP count of the training rows scaled by the (public) holdout fraction: the default
-        # size of the synthetic table (as the train operator computes it)
-        "dp_source_rows": round(synth.transformer_.dp_row_count / (1.0 - holdout)),
-        "training": {**training, "world_size": worker.world_size, "seconds_total": round(seconds, 2)},
-        "workers_agree": len(set(digests)) == 1,
-        "worker_digests": digests,
-    }
+    model_uri = plan.synth.save(train_job.model_uri, store=store)
+    out = trained.to_dict()
+    out.update(model_uri=model_uri, workers_agree=True, worker_digests=digests)
+    out["training"] = {**out["training"], "world_size": worker.world_size}
+    return out
+
+
+def _spec_table(store: ObjectStore, job: Mapping[str, Any]) -> str | None:
+    """The table the job's spec describes (a job file may leave ``source_table`` out)."""
+    from synth_core.spec import TableSpec
+
+    if not job.get("spec_uri"):
+        return None
+    return TableSpec.from_yaml(_read_text(store, str(job["spec_uri"]))).name
 
 
 def _fit_digest(synth: Synthesizer) -> str:
@@ -263,6 +221,8 @@ def _read_text(store: ObjectStore, uri_or_path: str) -> str:
 
 def run_sample(job: Mapping[str, Any], *, store: ObjectStore | None = None) -> dict[str, Any]:
     """Sample as the job says (post-processing: spends nothing); returns the manifest."""
+    from synth_core.pipeline.records import ModelBundle
+    from synth_core.pipeline.sample import sample, sample_rows
     from synth_core.shards import DEFAULT_CHUNK_ROWS, sample_shard
 
     _require(job, "model_uri")
@@ -279,37 +239,16 @@ def run_sample(job: Mapping[str, Any], *, store: ObjectStore | None = None) -> d
         )
         return {**out, "epsilon_spent": 0.0}
     _require(job, "output_uri")
-    raw_rows: Any = job.get("rows")
-    if raw_rows in (None, ""):
-        from synth_core.bundle import read_bundle_metadata
-
-        meta = read_bundle_metadata(store.get_bytes(str(job["model_uri"])))
-        raw_rows = meta["transformer"]["dp_row_count"]
+    bundle = ModelBundle.read(store, str(job["model_uri"]))
     seed: Any = job.get("seed")
-    shard: dict[str, Any] = {"index": 0, "count": 1, "row_start": 0, "rows": int(raw_rows)}
-    shard["seed"] = int(seed) if seed not in (None, "") else _fresh_seed()
-    out = sample_shard(
+    return sample(
         store,
-        model_uri=str(job["model_uri"]),
-        shard=shard,
+        model_uri=bundle.uri,
+        rows=sample_rows(job.get("rows"), None, bundle),
         output_uri=str(job["output_uri"]),
+        seed=int(seed) if seed not in (None, "") else None,
         chunk_rows=chunk_rows,
     )
-    return {
-        "source_table": out["source_table"],
-        "synthetic_uri": out["synthetic_uri"],
-        "rows": out["rows"],
-        "model_uri": out["model_uri"],
-        "seed": seed if seed not in (None, "") else None,
-        "epsilon_spent": 0.0,
-        "seconds": out["seconds"],
-    }
-
-
-def _fresh_seed() -> int:
-    import secrets
-
-    return secrets.randbits(63)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -320,7 +259,7 @@ def _relaunch_under_torchrun(nproc: str, argv: Sequence[str]) -> int:
     """Run this command again as ``nproc`` workers under ``torchrun`` (one per GPU)."""
     import subprocess
 
-    from synth_core.cli import CLIError
+    from synth_core.pipeline.command_line import CLIError
 
     if nproc == "auto":
         import torch
@@ -358,7 +297,7 @@ def _strip_option(argv: Sequence[str], name: str) -> list[str]:
 
 def main(command: str, argv: Sequence[str] | None = None) -> int:
     """Run ``dpsynth-<command>`` (``train`` or ``sample``); returns the exit code."""
-    from synth_core.cli import EXIT_OK, CLIError, _configure_logging, error_message, exit_code_for
+    from synth_core.pipeline.command_line import EXIT_OK, configure_logging, report_error
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser(command)
@@ -366,26 +305,20 @@ def main(command: str, argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else 2
-    _configure_logging(bool(args.verbose))
+    configure_logging(bool(args.verbose))
     try:
         if command == "train" and args.nproc_per_node and "WORLD_SIZE" not in os.environ:
             code = _relaunch_under_torchrun(str(args.nproc_per_node), argv)
             if code >= 0:
                 return code
-        job = load_job(args)
+        job = load_job(args, command)
         manifest = run_train(job) if command == "train" else run_sample(job)
         if manifest is not None:
             path = write_return_json(manifest, xcom_path(args.xcom_path))
             print(f"dpsynth-{command}: wrote {path}", file=sys.stderr)
         return EXIT_OK
     except (Exception, KeyboardInterrupt) as exc:
-        if args.debug:
-            import traceback
-
-            traceback.print_exc()
-        code = exit_code_for(exc)
-        print(f"dpsynth-{command}: error: {error_message(exc)}", file=sys.stderr)
-        return code if not isinstance(exc, CLIError) else exc.code
+        return report_error(f"dpsynth-{command}", exc, debug=bool(args.debug))
 
 
 def train_main() -> int:

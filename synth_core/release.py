@@ -6,18 +6,14 @@
   (comments, release log), the shareable report beside it, dbt ``sources.yml``, ``_manifest.json``
   written last, then ``_latest.json``.
 
-Object layout under a store root (``{run}`` is :func:`run_key` of the run id)::
-
-    staging/{table}/{run}/    train.parquet, holdout.parquet, spec.yaml     (real rows: private)
-    published/{table}/{run}/  {target}.parquet, report.html, sources.yml, _manifest.json
-    published/{table}/_latest.json
+Object layout: :class:`synth_core.pipeline.layout.RunLayout` (``published/`` is keyed by the
+published table, schema-qualified, so two targets of one source keep two live pointers).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +29,10 @@ if TYPE_CHECKING:
 
 
 def run_key(run_id: str) -> str:
-    """A run id made safe for object keys and paths."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id).strip("_") or "run"
+    """A run id made safe for object keys and paths (:func:`synth_core.pipeline.layout.run_key`)."""
+    from synth_core.pipeline.layout import run_key as key
+
+    return key(run_id)
 
 
 def stage_source(
@@ -138,6 +136,38 @@ def default_target_table(source_table: str, target_schema: str | None) -> str:
     return name if target_schema else f"{name}_synthetic"
 
 
+def resolve_target(
+    source_table: str,
+    target_table: str | None,
+    target_schema: str | None,
+    *,
+    dbt_source_name: str = "dpsynth",
+) -> tuple[str, str | None]:
+    """``(target, schema)`` of a publish, checked before any side effect: the identifier rule for
+    the table, the schema and the dbt source name, and never the source table itself.
+
+    Raises:
+        ParameterError: naming the parameter.
+    """
+    from synth_core.boundary import check_identifier
+    from synth_core.errors import ParameterError
+    from synth_core.warehouse import split_table_name
+
+    schema = target_schema or None
+    target = target_table or default_target_table(source_table, schema)
+    if "." in target:
+        raise ParameterError(f"target_table {target!r} must not hold a schema: give target_schema")
+    check_identifier(target, "target_table")
+    if schema is not None:
+        check_identifier(schema, "target_schema")
+    check_identifier(dbt_source_name, "dbt_source_name")
+    if (schema, target) == split_table_name(source_table):
+        raise ParameterError(
+            f"the synthetic table would replace the source table {source_table!r}: choose target_table or target_schema"
+        )
+    return target, schema
+
+
 def publish_release(
     engine: sa.engine.Engine,
     store: ObjectStore,
@@ -180,6 +210,9 @@ def publish_release(
     """
     from synth_core.dbt import render_dbt_sources_yml
     from synth_core.object_store import join_uri, lineage_dataset_for_uri
+    from synth_core.pipeline.entry import safe_url
+    from synth_core.pipeline.layout import RunLayout
+    from synth_core.pipeline.validate import NEIGHBOURING_RELATION
     from synth_core.warehouse import (
         RELEASES_TABLE,
         StagedChunk,
@@ -192,9 +225,10 @@ def publish_release(
     staged = staged or {}
     table = transformer.spec.name
     source_schema, source_name = split_table_name(table)
-    schema = target_schema or None
-    target = target_table or default_target_table(table, schema)
-    published = join_uri(root_uri, "published", table, run_key(run_id))
+    # names first: a refused name leaves everything as it was
+    target, schema = resolve_target(table, target_table, target_schema, dbt_source_name=dbt_source_name)
+    layout = RunLayout(root_uri, table, run_id)
+    published = layout.published(target, schema)
     manifest_uri = join_uri(published, "_manifest.json")
     published_at = dt.datetime.now(dt.UTC)
 
@@ -262,10 +296,9 @@ def publish_release(
     manifest = {
         "source_table": table,
         "synthetic_table": f"{schema}.{target}" if schema else target,
-        "warehouse": engine.url.render_as_string(hide_password=True),
+        "warehouse": safe_url(engine.url.render_as_string(hide_password=True)),
         "asset_uri": uri,
         "rows": int(rows),
-        "rows_source": staged.get("rows_total"),
         "resample_only": resample_only,
         "epsilon_spent_this_run": 0.0 if resample_only else float(model["epsilon"]),
         "schema": [{"name": n, "dtype": t} for n, t in transformer.output_dtypes.items()],
@@ -273,6 +306,7 @@ def publish_release(
         "delta": float(model["delta"]),
         "target_epsilon": model.get("target_epsilon"),
         "generator": model["generator"],
+        "neighbouring_relation": NEIGHBOURING_RELATION,
         "run_id": run_id,
         "model_uri": model["model_uri"],
         "parquet_uri": parquet_uri,
@@ -285,7 +319,7 @@ def publish_release(
     }
     store.put_bytes(manifest_uri, json.dumps(manifest, indent=1).encode(), content_type="application/json")
     store.put_bytes(
-        join_uri(root_uri, "published", table, "_latest.json"),
+        layout.latest(target, schema),
         json.dumps({"manifest_uri": manifest_uri, **manifest}, indent=1).encode(),
         content_type="application/json",
     )

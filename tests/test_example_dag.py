@@ -87,7 +87,9 @@ def test_refresh_publishes_the_source_schema_with_the_requested_rows(marker_run:
             }
             assert kinds <= ({"integer"} if sql_type == "INTEGER" else {"text", "null"}), (name, kinds)
     # the published Parquet and its manifest, written last, agree with the table
-    (manifest_path,) = (marker_run.home / "objects" / "published" / "adult").glob("*/_manifest.json")
+    (manifest_path,) = (marker_run.home / "objects" / "published" / "adult_synthetic").glob(
+        "*/_manifest.json"
+    )
     manifest = json.loads(manifest_path.read_text())
     assert manifest["rows"] == NUM_ROWS and manifest["synthetic_table"] == "adult_synthetic"
     assert manifest["epsilon"] <= 3.0 and manifest["delta"] == 1e-6

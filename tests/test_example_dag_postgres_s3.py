@@ -139,13 +139,15 @@ def test_refresh_publishes_to_postgres_and_s3(refresh: Run) -> None:
         assert str(manifest[key]).startswith(f"s3://{refresh.bucket}/adult/"), key
     client = refresh.s3.client()
     parquet_key = str(manifest["parquet_uri"]).removeprefix(f"s3://{refresh.bucket}/")
-    assert "/published/adult/" in f"/{parquet_key}" and "/adult.parquet" in parquet_key
+    assert "/published/synthetic.adult/" in f"/{parquet_key}" and "/adult.parquet" in parquet_key
     parquet = pd.read_parquet(
         io.BytesIO(client.get_object(Bucket=refresh.bucket, Key=parquet_key)["Body"].read())
     )
     assert len(parquet) == NUM_ROWS and list(parquet.columns) == [c[0] for c in source]
     latest = json.loads(
-        client.get_object(Bucket=refresh.bucket, Key="adult/published/adult/_latest.json")["Body"].read()
+        client.get_object(Bucket=refresh.bucket, Key="adult/published/synthetic.adult/_latest.json")[
+            "Body"
+        ].read()
     )
     assert latest["run_id"] == run_id
     # the report's extra link is a presigned HTTPS URL that opens without credentials

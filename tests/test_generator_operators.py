@@ -58,7 +58,7 @@ def test_generator_trains_and_samples_through_the_operators(
     generator: str, dpsynth_home: Path, adult_frame: Any
 ) -> None:
     from synth_core.datasets import adult_table, write_frame_to_table
-    from synth_core.ledger import PrivacyLedger
+    from synth_core.ledger import PrivacyLedger, budget_scope
     from synth_provider.operators.synthesize import (
         ExtractTableOperator,
         SampleSynthesizerOperator,
@@ -83,7 +83,9 @@ def test_generator_trains_and_samples_through_the_operators(
     assert 0 < model["epsilon"] <= 3.0 + 1e-9
     synthetic = SampleSynthesizerOperator(task_id="sample", model=model, num_rows=300).execute(ctx)
     assert synthetic["rows"] == 300
-    status = PrivacyLedger(f"sqlite:///{dpsynth_home / 'ledger.db'}").status("adult")
+    status = PrivacyLedger(f"sqlite:///{dpsynth_home / 'ledger.db'}").status(
+        budget_scope(engine, table="adult")
+    )
     assert status.spent_epsilon == pytest.approx(model["epsilon"])
 
 

@@ -90,7 +90,10 @@ def test_the_train_pod_requests_a_gpu_on_a_tainted_gpu_node_with_credentials_fro
     assert container.command == ["dpsynth-train"]
     assert container.args[0] == "--job-json"
     job = json.loads(container.args[1])
-    assert job["staged"]["train_uri"] == f"{ROOT}/staging/adult/r1/train.parquet"
+    from synth_core.pipeline.jobs import TrainJob
+
+    assert TrainJob.from_mapping(job).to_dict() == job  # the pod's job is TrainJob.to_dict()
+    assert job["train_uri"] == f"{ROOT}/staging/adult/r1/train.parquet"
     assert job["model_uri"] == f"{ROOT}/models/adult/manual__2026-01-01/model.dpsynth.zip"
     assert job["epsilon"] == 3.0 and job["generator"] == "dp_tvae"
     assert job["generator_params"] == {"epochs": 15, "device": "cuda"}
@@ -248,7 +251,8 @@ def test_entrypoint_errors_are_one_line_with_the_cli_exit_codes(
     from synth_core.pod_entrypoint import main
 
     assert main("train", ["--xcom-path", str(tmp_path / "x.json")]) == 2
-    assert "the job lacks train_uri, epsilon, model_uri" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the job lacks" in err and all(k in err for k in ("epsilon", "train_uri", "model_uri"))
     missing = (tmp_path / "nope.zip").as_uri()
     assert main("sample", ["--model-uri", missing, "--rows", "5", "--output-uri", missing]) != 0
     assert not (tmp_path / "x.json").exists()
@@ -351,7 +355,7 @@ def test_a_deferred_train_pod_keeps_its_reservation_across_the_trigger_and_settl
     with pytest.raises(RuntimeError, match="returned a failure"):
         _train_op(**pod_args).trigger_reentry(second, failed)
     assert ledger.status("adult").spent_epsilon == pytest.approx(2.91 + 3.0)
-    assert ledger.entries("adult")[-1]["note"].startswith("train pod failed")
+    assert "charged in full" in ledger.entries("adult")[-1]["note"]  # the one failure policy
     # a resume whose reservation did not survive the deferral refuses to pass the model on
     with pytest.raises(AirflowFailException, match="reservation of this train task was lost"):
         _train_op(**pod_args).trigger_reentry(_context("manual__2026-01-03"), event)

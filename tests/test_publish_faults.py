@@ -66,9 +66,9 @@ class Pipeline:
         return n
 
     def latest_run(self) -> str:
-        body = self.s3.client().get_object(Bucket=self.bucket, Key="dpsynth/published/adult/_latest.json")[
-            "Body"
-        ]
+        body = self.s3.client().get_object(
+            Bucket=self.bucket, Key="dpsynth/published/synthetic.adult/_latest.json"
+        )["Body"]
         return str(json.loads(body.read())["run_id"])
 
 

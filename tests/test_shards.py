@@ -29,6 +29,23 @@ print(json.dumps(out))
 
 
 @pytest.mark.slow
+def signed_validation(home: Path, synthetic: dict[str, Any], *, rows: int) -> dict[str, Any]:
+    """A passing validation record as the pipeline signs it (the release gate itself is tested in
+    test_release_gate; these tests are about completeness)."""
+    from synth_core.object_store import ObjectStore
+    from synth_core.pipeline.records import ModelBundle
+    from synth_core.pipeline.signing import sha256_of, sign, signing_key
+
+    store = ObjectStore()
+    record = sign(
+        {"success": True, "rows": rows, "synthetic_sha256": sha256_of(store, synthetic["synthetic_uri"]),
+         "model_sha256": ModelBundle.read(store, synthetic["model_uri"]).sha256},
+        signing_key(home),
+    )  # fmt: skip
+    uri = store.put_bytes(synthetic["synthetic_uri"] + ".validation.json", json.dumps(record).encode())
+    return {"success": True, "validation_uri": uri}
+
+
 def test_a_million_rows_as_four_mapped_shards_are_published_completely_in_bounded_memory(
     dpsynth_home: Path, adult_split: Any
 ) -> None:
@@ -83,9 +100,14 @@ def test_a_million_rows_as_four_mapped_shards_are_published_completely_in_bounde
     )
     assert combined["rows"] == 1_000_000 and [s["index"] for s in combined["shards"]] == [0, 1, 2, 3]
 
+    # a hand-written "success" is not a validation: nothing is published from it
+    with pytest.raises(AirflowFailException, match="has no validation record"):
+        PublishSyntheticOperator(
+            task_id="publish", staged=None, model=model, synthetic=combined, validation={"success": True}
+        ).execute({"run_id": "r1"})
     done = PublishSyntheticOperator(
         task_id="publish", staged=None, model=model, synthetic=combined,
-        validation={"success": True},  # the release gate is tested elsewhere; here: completeness
+        validation=signed_validation(dpsynth_home, combined, rows=1_000_000),  # the gate is tested elsewhere
     ).execute({"run_id": "r1"})  # fmt: skip
     assert done["rows"] == 1_000_000
     engine = sa.create_engine(f"sqlite:///{dpsynth_home / 'warehouse.db'}")
@@ -211,8 +233,8 @@ def test_shards_load_their_own_staging_tables_and_the_publish_moves_them_in_one_
         assert [c["table"] for c in combined["staged_chunks"]] == [s["staging_table"] for s in plan]
 
         done = PublishSyntheticOperator(
-            task_id="publish", staged=None, model=model, synthetic=combined, validation={"success": True},
-            target_schema=schema, **common,
+            task_id="publish", staged=None, model=model, synthetic=combined,
+            validation=signed_validation(dpsynth_home, combined, rows=30_000), target_schema=schema, **common,
         ).execute(ctx)  # fmt: skip
         assert done["rows"] == 30_000
         published = pd.read_sql_table("adult", engine, schema=schema)

@@ -24,6 +24,7 @@ scheduled (node scale-up) and to start (pulling a multi-GB CUDA image), ``deferr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -35,7 +36,12 @@ from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import models as k8s
 
 from synth_provider.hooks.dpsynth import DPSynthHook
-from synth_provider.operators.synthesize import DEFAULT_GENERATOR, fail_fast_on_non_retryable
+from synth_provider.operators.synthesize import (
+    TRAIN_PARAMETERS,
+    fail_fast_on_non_retryable,
+    pop_train_params,
+    train_params_of,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -57,7 +63,6 @@ RESERVATION_XCOM_KEY = "dpsynth_reservation_id"
 
 _SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE_KEY|ACCESS_KEY)", re.IGNORECASE)
 
-TRAIN_MANIFEST_KEYS = ("source_table", "model_uri", "generator", "epsilon", "delta", "rows_trained")
 SAMPLE_MANIFEST_KEYS = ("source_table", "synthetic_uri", "rows", "model_uri")
 
 
@@ -200,74 +205,37 @@ class TrainSynthesizerPodOperator(_DPSynthPodOperator):
     """
 
     command = "train"
-    template_fields: Sequence[str] = (
-        *_DPSynthPodOperator.template_fields, "staged", "epsilon", "delta", "generator", "generator_params",
-    )  # fmt: skip
+    template_fields: Sequence[str] = (*_DPSynthPodOperator.template_fields, "staged", *TRAIN_PARAMETERS)
 
-    def __init__(
-        self,
-        *,
-        staged: Any,
-        epsilon: float,
-        delta: float = 1e-6,
-        generator: str = DEFAULT_GENERATOR,
-        generator_params: Mapping[str, Any] | None = None,
-        preprocessing_fraction: float = 0.1,
-        lifetime_epsilon: float | None = None,
-        lifetime_delta: float | None = None,
-        seed: int | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, staged: Any, **kwargs: Any) -> None:
+        pop_train_params(self, kwargs)
         super().__init__(**kwargs)
         self.staged = staged
-        self.epsilon = epsilon
-        self.delta = delta
-        self.generator = generator
-        self.generator_params = generator_params
-        self.preprocessing_fraction = preprocessing_fraction
-        self.lifetime_epsilon = lifetime_epsilon
-        self.lifetime_delta = lifetime_delta
-        self.seed = seed
 
     def build_job(self, context: Context) -> dict[str, Any]:
-        from synth_core.object_store import join_uri
-        from synth_core.release import run_key
+        """The pod's job: ``TrainJob.to_dict()``, checked here (ranges, boundary limits, the
+        generator and its parameters) before any budget is reserved; the pod checks the spec."""
+        from synth_core.pipeline.jobs import TrainJob
+        from synth_core.pipeline.layout import RunLayout
+        from synth_core.pipeline.train import build_generator
 
         if not isinstance(self.staged, Mapping):
             raise AirflowFailException("staged must be the manifest returned by the extract task")
-        staged = dict(self.staged)
-        table = str(staged["source_table"])
-        params = dict(self.generator_params or {})
+        params = train_params_of(self)
         if self.gpus:
-            params.setdefault("device", "cuda")
-        model_uri = join_uri(
-            self.object_store_root(), "models", table, run_key(context["run_id"]), "model.dpsynth.zip"
-        )
-        job: dict[str, Any] = {
-            "staged": {
-                k: staged[k]
-                for k in ("source_table", "train_uri", "spec_uri", "holdout_fraction")
-                if k in staged
-            },
-            "epsilon": float(self.epsilon),
-            "delta": float(self.delta),
-            "preprocessing_fraction": float(self.preprocessing_fraction),
-            "generator": str(self.generator),
-            "generator_params": params,
-            "seed": self.seed,
-            "model_uri": model_uri,
-        }
-        if self.gpus > 1:  # one DPDDP worker per GPU (torchrun inside the pod)
-            job["nproc_per_node"] = self.gpus
-        return job
+            params = dataclasses.replace(
+                params, generator_params={"device": "cuda", **params.generator_params}
+            )
+        layout = RunLayout(self.object_store_root(), str(self.staged.get("source_table")), context["run_id"])
+        job = TrainJob.for_staged(params, self.staged, layout.model)
+        build_generator(job)
+        return job.to_dict()
 
     def build_pod_request_obj(self, context: Context | None = None, *, dry_run: bool = False) -> k8s.V1Pod:
         if context is not None and not self.arguments:
-            job = self.build_job(context)
-            nproc = job.pop("nproc_per_node", None)
-            self.arguments = ["--job-json", json.dumps(job, sort_keys=True)]
-            if nproc:
-                self.arguments += ["--nproc-per-node", str(nproc)]
+            self.arguments = ["--job-json", json.dumps(self.build_job(context), sort_keys=True)]
+            if self.gpus > 1:  # one DPDDP worker per GPU (torchrun inside the pod)
+                self.arguments += ["--nproc-per-node", str(self.gpus)]
         return super().build_pod_request_obj(context, dry_run=dry_run)
 
     def execute(self, context: Context) -> Any:
@@ -298,56 +266,40 @@ class TrainSynthesizerPodOperator(_DPSynthPodOperator):
     def complete(self, context: Context, result: Any, reservation: int) -> dict[str, Any]:
         """Settle the pod's reported spend in the ledger; the task's XCom (the manifest plus
         ``reservation_id``). A missing or malformed manifest charges the reservation in full."""
+        from synth_core.pipeline.records import TrainedModel
+
         try:
-            manifest = self.parse_manifest(result, TRAIN_MANIFEST_KEYS, "train")
-            epsilon, delta = float(manifest["epsilon"]), float(manifest["delta"])
-            if epsilon > float(self.epsilon) * (1 + 1e-9):
+            manifest = self.parse_manifest(result, TrainedModel.REQUIRED, "train")
+            trained = TrainedModel.from_mapping(manifest)
+            target = train_params_of(self).epsilon
+            if trained.epsilon > target * (1 + 1e-9):
                 raise AirflowFailException(
-                    f"the train pod reports ε={epsilon:.6g}, above the target {float(self.epsilon):.6g}"
+                    f"the train pod reports ε={trained.epsilon:.6g}, above the target {target:.6g}"
                 )
         except BaseException:
             self._charge_in_full(reservation)
             raise
         ledger = self.get_hook().get_ledger()
-        ledger.settle(reservation, epsilon, delta, note=f"model {manifest['model_uri']} (pod)")
-        status = ledger.status(str(manifest["source_table"]))
-        self.log.info(
-            "trained %s in a pod on %d rows: ε=%.4f (target %.4g), δ=%.3g; table %s has ε %.4g of %.4g left; model %s",
-            manifest["generator"], manifest["rows_trained"], epsilon, float(self.epsilon), delta,
-            manifest["source_table"], status.remaining_epsilon, status.lifetime_epsilon, manifest["model_uri"],
-        )  # fmt: skip
+        ledger.settle(reservation, trained.epsilon, trained.delta, note=f"model {trained.model_uri} (pod)")
+        self.log.info("trained %s in a pod: ε=%.4f (target %.4g), δ=%.3g; model %s",
+                      trained.generator, trained.epsilon, target, trained.delta, trained.model_uri)  # fmt: skip
         return {**manifest, "reservation_id": reservation}
 
     def _reserve(self, context: Context) -> int:
-        from synth_core.privacy import PrivacyBudget
+        from synth_core.pipeline.budget import reserve_run, scope_from
 
-        staged = dict(self.staged)
-        table = str(staged["source_table"])
-        budget = PrivacyBudget(float(self.epsilon), float(self.delta))
-        ledger = self.get_hook().get_ledger()
-        if self.lifetime_epsilon is not None:
-            ledger.ensure_grant(
-                table, float(self.lifetime_epsilon), float(self.lifetime_delta or budget.delta * 10)
-            )
-        reservation = ledger.reserve(
-            table, budget.epsilon, budget.delta, run_id=context["run_id"], mechanism=f"{self.generator} (pod)"
-        )
+        params = train_params_of(self)
+        reservation = reserve_run(self.get_hook().get_ledger(), params, scope_from(self.staged),
+                                  run_id=context["run_id"], mechanism=f"{params.generator} (pod)")  # fmt: skip
         context["ti"].xcom_push(key=RESERVATION_XCOM_KEY, value=reservation)
-        self.log.info("privacy ledger: reserved ε=%.4g, δ=%.3g for table %s (reservation %d)",
-                      budget.epsilon, budget.delta, table, reservation)  # fmt: skip
         return reservation
 
     def _charge_in_full(self, reservation: int) -> None:
-        """A pod that failed may have read the staged rows: its reservation counts as spent."""
-        try:
-            ledger = self.get_hook().get_ledger()
-            ledger.settle_in_full(
-                reservation, note="train pod failed after it may have read private rows: charged in full"
-            )
-            self.log.warning("privacy ledger: reservation %d charged in full (the pod failed)", reservation)
-        except Exception as exc:  # an open reservation still counts as spent
-            self.log.warning("privacy ledger: could not settle reservation %d (%s); it stays open and counts",
-                             reservation, type(exc).__name__)  # fmt: skip
+        """A pod that failed may have read the staged rows: the failure policy with ``private_read``
+        (the pod started with the job's staged rows in reach)."""
+        from synth_core.pipeline.budget import close_failed_run
+
+        close_failed_run(self.get_hook().get_ledger(), reservation, private_read=True, why="train pod failed")
 
 
 class SampleSynthesizerPodOperator(_DPSynthPodOperator):
@@ -394,8 +346,9 @@ class SampleSynthesizerPodOperator(_DPSynthPodOperator):
 
     def build_job(self, context: Context) -> dict[str, Any]:
         from synth_core.errors import ParameterError
-        from synth_core.object_store import join_uri
-        from synth_core.release import run_key
+        from synth_core.pipeline.layout import RunLayout
+        from synth_core.pipeline.records import ModelBundle
+        from synth_core.pipeline.sample import model_uri_of, sample_rows
 
         if self.shard is not None:
             shard = dict(self.shard)
@@ -406,28 +359,19 @@ class SampleSynthesizerPodOperator(_DPSynthPodOperator):
                     "shards planned with stage_in_warehouse=True cannot be sampled in pods (they get no "
                     "warehouse credentials): plan them without it, or sample with SampleShardOperator"
                 )
-            return {
-                "model_uri": shard["model_uri"], "shard": shard, "output_prefix": shard["output_prefix"],
-            }  # fmt: skip
-        rows: Any
-        seed: Any = self.seed
-        if isinstance(self.model, Mapping):
-            model_uri, table = str(self.model["model_uri"]), str(self.model["source_table"])
-            rows = self.num_rows or self.model.get("dp_source_rows")
+            return {"model_uri": shard["model_uri"], "shard": shard, "output_prefix": shard["output_prefix"]}
+        model_uri = model_uri_of(self.model)
+        if isinstance(self.model, Mapping) and self.model.get("source_table"):  # the train task's XCom
+            table, rows = str(self.model["source_table"]), sample_rows(self.num_rows, self.model)
         else:
-            from synth_core.bundle import read_bundle_metadata
-
-            model_uri = str(self.model)
-            meta = read_bundle_metadata(self.get_hook().get_object_store().get_bytes(model_uri))
-            table, rows = str(meta["transformer"]["spec"]["table"]), self.num_rows
-        out = join_uri(
-            self.object_store_root(), "synthetic", table, run_key(context["run_id"]), "part-00000.parquet"
-        )
+            bundle = ModelBundle.read(self.get_hook().get_object_store(), model_uri)
+            table, rows = bundle.table, sample_rows(self.num_rows, self.model, bundle)
+        seed: Any = self.seed
         return {
             "model_uri": model_uri,
-            "rows": None if rows in (None, "", "None") else int(rows),
+            "rows": rows,
             "seed": None if seed in (None, "", "None") else int(seed),
-            "output_uri": out,
+            "output_uri": RunLayout(self.object_store_root(), table, context["run_id"]).synthetic,
         }
 
     def execute(self, context: Context) -> Any:
