@@ -322,6 +322,21 @@ def test_generated_spellings_on_postgres_fold_unquoted_and_keep_quoted(
         assert other not in (people, quoted_people)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_generated_spellings_on_mariadb_follow_lower_case_table_names(
+    mariadb_engine: sa.engine.Engine, data: st.DataObject
+) -> None:
+    (people,) = _key(mariadb_engine, table="people")
+    database = str(mariadb_engine.url.database)
+    spelled = _respell("people", data)
+    quote = data.draw(st.sampled_from(["", "`"]))
+    schema = data.draw(st.sampled_from(["", f"{database}.", f"`{database}`."]))
+    keys = _key(mariadb_engine, source_query=f"SELECT * FROM {schema}{quote}{spelled}{quote} AS p")
+    # quoting never matters on MariaDB; letter case only where lower_case_table_names folds it
+    assert (keys == (people,)) == (spelled == "people" or _folds_table_names(mariadb_engine))
+
+
 _ANY_NAME = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=16
 ).filter(lambda s: s.strip() == s and "." not in s and s.isprintable())
