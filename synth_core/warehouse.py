@@ -198,14 +198,16 @@ def iter_table_chunks(
             # a bound parameter makes psycopg use the extended protocol, which runs one statement only
             statement = statement.where(sa.bindparam("dpsynth_one_statement", True, type_=sa.Boolean()))
 
+    converted = _columns_converted_by_driver(engine, statement) or list(dtypes)
+
     def chunks() -> Iterator[pd.DataFrame]:
         with read_only_connection(engine) as conn:
-            with _conversion_errors(spec, dtypes):
+            with _conversion_errors(spec, converted):
                 result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(statement)
                 keys = list(result.keys())
                 parts = result.partitions(chunk_rows)
             while True:
-                with _conversion_errors(spec, dtypes, keys):
+                with _conversion_errors(spec, converted):
                     part = next(parts, None)
                 if part is None:
                     return
@@ -254,17 +256,14 @@ def read_only_connection(engine: sa.engine.Engine) -> Iterator[sa.Connection]:
 
 
 @contextlib.contextmanager
-def _conversion_errors(
-    spec: TableSpec, dtypes: Mapping[str, str], keys: list[str] | None = None
-) -> Iterator[None]:
+def _conversion_errors(spec: TableSpec, columns: list[str]) -> Iterator[None]:
     """Re-raise a driver's conversion failure (its text may quote the cell) as a
-    :class:`SourceTableError` naming the columns it can be in, never the value."""
+    :class:`SourceTableError` naming the ``columns`` it can come from, never the value."""
     try:
         yield
     except (ValueError, TypeError, OverflowError, ArithmeticError, sa.exc.StatementError) as exc:
         if isinstance(exc, sa.exc.DBAPIError) and not _is_data_error(exc):
             raise _warehouse_error(spec, exc) from None
-        columns = _columns_converted_by_driver(spec, dtypes, keys)
         raise SourceTableError(
             f"table {spec.name!r}: the warehouse driver could not convert a value of column(s) {columns} "
             f"({type(getattr(exc, 'orig', exc)).__name__}; the value is not shown): fix the data or "
@@ -286,17 +285,19 @@ def _warehouse_error(spec: TableSpec, exc: sa.exc.DBAPIError) -> BaseException:
     )
 
 
-def _columns_converted_by_driver(
-    spec: TableSpec, dtypes: Mapping[str, str], keys: list[str] | None
-) -> list[str]:
-    """Columns whose values the driver parses (datetimes, decimals, booleans): where a conversion
-    failure can come from. All columns when none is of such a kind."""
-    names = list(keys or dtypes)
-    parsed = [
-        n for n in names
-        if n in dtypes and (dtypes[n].startswith("datetime64") or dtypes[n] in ("bool", "boolean", "float64"))
-    ]  # fmt: skip
-    return parsed or names
+def _columns_converted_by_driver(engine: sa.engine.Engine, statement: sa.Select[Any]) -> list[str]:
+    """The selected columns whose values SQLAlchemy converts after the driver (a result processor:
+    SQLite datetimes, decimals, booleans), where a conversion failure can come from."""
+    out = []
+    for column in statement.selected_columns:
+        impl = column.type.dialect_impl(engine.dialect)
+        try:
+            converts = impl.result_processor(engine.dialect, None) is not None
+        except Exception:  # some processors need the driver's type code to say: assume it converts
+            converts = True
+        if converts:
+            out.append(str(column.name))
+    return out
 
 
 def query_columns(engine: sa.engine.Engine, query: str, spec: TableSpec) -> sa.Table:
