@@ -41,7 +41,8 @@ escapes a table's budget; it replaces the tables only where none can be determin
 
 What is out of reach of any key: a copy of the rows in another table (``CREATE TABLE people_v2 AS
 SELECT * FROM people``) or another database is another table; that is the warehouse's access
-control, not the ledger's. PostgreSQL table inheritance (not partitioning) is not followed.
+control, not the ledger's. PostgreSQL table inheritance (not partitioning) is not followed, and a
+foreign table (FDW) is keyed as the local table, not the remote one it reads.
 """
 
 from __future__ import annotations
