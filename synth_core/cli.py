@@ -65,7 +65,6 @@ import dataclasses
 import datetime as dt
 import json
 import logging
-import math
 import os
 import secrets
 import sys
@@ -703,7 +702,7 @@ class TrainingProgress:
     def __call__(self, info: Mapping[str, Any]) -> None:
         epoch, epochs = int(info.get("epoch", 0)), int(info.get("epochs", 0))
         status = (
-            f"loss {float(info.get('loss', math.nan)):.4g}  ε so far {float(info.get('epsilon_spent', 0.0)):.3f}"
+            f"ε so far {float(info.get('epsilon_spent', 0.0)):.3f}"
             f"  ~{float(info.get('eta_s', 0.0)):.0f}s left"
         )
         if self._progress is not None:

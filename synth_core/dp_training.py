@@ -191,11 +191,12 @@ class _PoissonBatchSampler(torch.utils.data.Sampler[list[int]]):
 
 @dataclass(frozen=True)
 class TrainingResult:
+    """What a DP-SGD training may record: its privacy parameters, the composed ε and timings."""
+
     noise_multiplier: float
     sample_rate: float
     steps: int
     epsilon: float
-    final_loss: float
     seconds: float
     device: str
 
@@ -405,10 +406,12 @@ class PrivateTrainer:
         if not self.optimizer._is_last_step_skipped:
             self.steps += 1
 
-    def log_epoch(
-        self, epoch: int, epochs: int, loss: float, progress: ProgressCallback | None = None
-    ) -> None:
-        """Log epoch, loss, ε spent so far and time left (first, last, and every few seconds)."""
+    def log_epoch(self, epoch: int, epochs: int, progress: ProgressCallback | None = None) -> None:
+        """Log epoch, ε spent so far and time left (first, last, and every few seconds).
+
+        No training loss: it is a mean over real rows without noise, and task logs and progress
+        output leave the sensitive zone.
+        """
         now = time.monotonic()
         if epoch not in (1, epochs) and now - self._last_log < self.config.log_every_seconds:
             return
@@ -417,12 +420,12 @@ class PrivateTrainer:
         elapsed = now - self.started
         eta = elapsed / epoch * (epochs - epoch)
         log.info(
-            "%s epoch %d/%d  loss %.4f  ε spent so far %.3f of %.3f  elapsed %.0fs  time left ~%.0fs",
-            self.mechanism_name, epoch, epochs, loss, eps_so_far, self.accountant.budget.epsilon, elapsed, eta,
+            "%s epoch %d/%d  ε spent so far %.3f of %.3f  elapsed %.0fs  time left ~%.0fs",
+            self.mechanism_name, epoch, epochs, eps_so_far, self.accountant.budget.epsilon, elapsed, eta,
         )  # fmt: skip
         if progress is not None:
             progress(
-                {"epoch": epoch, "epochs": epochs, "loss": loss, "epsilon_spent": eps_so_far,
+                {"epoch": epoch, "epochs": epochs, "epsilon_spent": eps_so_far,
                  "elapsed_s": elapsed, "eta_s": eta, "mechanism": self.mechanism_name}
             )  # fmt: skip
 
@@ -439,7 +442,7 @@ class PrivateTrainer:
             self.module._close()
         self.raw_module.eval()
         return TrainingResult(
-            self.noise_multiplier, self.sample_rate, self.steps, self.accountant.epsilon(), math.nan,
+            self.noise_multiplier, self.sample_rate, self.steps, self.accountant.epsilon(),
             time.monotonic() - self.started, str(self.device),
         )  # fmt: skip
 
@@ -489,9 +492,8 @@ def train_with_dp_sgd(
     Poisson sampling and the DP noise use their own secret generators.
 
     Returns:
-        :class:`TrainingResult` with the calibrated noise multiplier and the composed ε; its
-        ``final_loss`` is the last epoch's mean loss on private rows, un-noised: for logs and
-        tests inside the sensitive zone, never for a bundle or report.
+        :class:`TrainingResult` with the calibrated noise multiplier and the composed ε (no
+        training loss: a loss on real rows without noise is nothing to release).
     """
     trainer = PrivateTrainer(
         model,
@@ -504,27 +506,13 @@ def train_with_dp_sgd(
         mechanism_name=mechanism_name,
     )
     reseed_after_initialisation()
-    epoch_loss, epoch_rows, current = 0.0, 0, 1
-    loss_value = math.nan
-
-    def close_epoch(epoch: int) -> None:
-        nonlocal epoch_loss, epoch_rows, loss_value
-        loss_value = epoch_loss / max(epoch_rows, 1)
-        trainer.log_epoch(epoch, config.epochs, loss_value, progress)
-        epoch_loss, epoch_rows = 0.0, 0
-
+    current = 1
     for epoch, batch in trainer.batches(config.epochs):
         if epoch != current:
-            close_epoch(current)
+            trainer.log_epoch(current, config.epochs, progress)
             current = epoch
-        loss = trainer.criterion(trainer.module(batch), batch)
-        trainer.step(loss)
-        epoch_loss += float(loss.item()) * batch.shape[0]
-        epoch_rows += batch.shape[0]
-    close_epoch(current)
+        trainer.step(trainer.criterion(trainer.module(batch), batch))
+    trainer.log_epoch(current, config.epochs, progress)
     result = trainer.finish()
     model.to("cpu")
-    return TrainingResult(
-        result.noise_multiplier, result.sample_rate, result.steps, result.epsilon, loss_value, result.seconds,
-        result.device,
-    )  # fmt: skip
+    return result

@@ -739,15 +739,12 @@ class DPCTGANTraining:
         best_state: dict[str, torch.Tensor] | None = None
         best_score, best_epoch, stopped_at = math.inf, 0, None
         history: list[float] = []
-        epoch_loss, epoch_units, current = 0.0, 0, 1
-        loss_value = math.nan
+        current = 1
 
         def close_epoch(epoch: int) -> bool:
             """Log the epoch; with early stopping score it and say whether to stop."""
-            nonlocal epoch_loss, epoch_units, loss_value, best_state, best_score, best_epoch
-            loss_value = epoch_loss / max(epoch_units, 1)
-            trainer.log_epoch(epoch, epochs, loss_value, progress)
-            epoch_loss, epoch_units = 0.0, 0
+            nonlocal best_state, best_score, best_epoch
+            trainer.log_epoch(epoch, epochs, progress)
             if early_stopping is None:
                 return False
             rows = _generate(generator, self.conditions, self.layout, early_stopping.eval_rows, self.eval_gen)
@@ -765,10 +762,7 @@ class DPCTGANTraining:
                     stopped_at = current
                     break
                 current = epoch
-            loss = self.critic_loss(batch)
-            trainer.step(loss)  # Opacus: clip every unit, sum, add noise, scale, Adam step
-            epoch_loss += loss.item() * loss.per_unit.numel()
-            epoch_units += loss.per_unit.numel()
+            trainer.step(self.critic_loss(batch))  # Opacus: clip every unit, sum, add noise, scale, Adam step
             self.critic.requires_grad_(False)  # the generator's steps update the generator only
             for _ in range(self.g_steps):
                 self.generator_step(diversity)

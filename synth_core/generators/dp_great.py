@@ -444,7 +444,7 @@ def serialize_batch(
     return torch.stack([order + 1, previous], dim=2), torch.stack([order, values], dim=2)
 
 
-def _dp_step(trainer: PrivateTrainer, inputs: torch.Tensor, target: torch.Tensor, physical: int) -> float:
+def _dp_step(trainer: PrivateTrainer, inputs: torch.Tensor, target: torch.Tensor, physical: int) -> None:
     """One DP-SGD step on a Poisson batch, in chunks of at most ``physical`` rows.
 
     The loss of a chunk is ``trainer.criterion(trainer.module(inputs[chunk]), target[chunk])``
@@ -452,15 +452,13 @@ def _dp_step(trainer: PrivateTrainer, inputs: torch.Tensor, target: torch.Tensor
     gradients accumulated by the DP optimizer with the step skipped (Opacus's
     ``signal_skip_step``, as its ``BatchMemoryManager`` does); the last chunk goes through
     :meth:`PrivateTrainer.step`, which adds the noise once for the whole Poisson batch, scales by
-    the expected batch size and counts one step. Returns the summed per-row losses.
+    the expected batch size and counts one step.
     """
     rows = int(inputs.shape[0])
-    total = 0.0
     starts = list(range(0, rows, physical))
     for k, start in enumerate(starts):
         part = slice(start, min(rows, start + physical))
         loss = trainer.criterion(trainer.module(inputs[part]), target[part])
-        total += float(loss.item()) * (part.stop - part.start)
         if k + 1 < len(starts):
             loss.backward()
             trainer.optimizer.signal_skip_step(do_skip=True)
@@ -468,7 +466,6 @@ def _dp_step(trainer: PrivateTrainer, inputs: torch.Tensor, target: torch.Tensor
             trainer.optimizer.zero_grad(set_to_none=True)
         else:
             trainer.step(loss)
-    return total
 
 
 # ------------------------------------------------------------------------------------------------
@@ -624,17 +621,14 @@ class DPGreatSynthesizer(Synthesizer):
         orders = torch.Generator().manual_seed(secret_seed())
         epochs = int(p["epochs"])
         physical = int(p["physical_batch_size"] or 1 << 62)
-        epoch_loss, epoch_rows, current, loss_value = 0.0, 0, 1, math.nan
+        current = 1
         for epoch, batch in trainer.batches(epochs):
             if epoch != current:
-                loss_value = epoch_loss / max(epoch_rows, 1)
-                trainer.log_epoch(current, epochs, loss_value, progress)
-                epoch_loss, epoch_rows, current = 0.0, 0, epoch
+                trainer.log_epoch(current, epochs, progress)
+                current = epoch
             pairs, target = serialize_batch(batch.long(), starts, orders)
-            epoch_loss += _dp_step(trainer, pairs, target, physical)
-            epoch_rows += batch.shape[0]
-        loss_value = epoch_loss / max(epoch_rows, 1)
-        trainer.log_epoch(current, epochs, loss_value, progress)
+            _dp_step(trainer, pairs, target, physical)
+        trainer.log_epoch(current, epochs, progress)
         result = trainer.finish()
         self.model_ = model.to("cpu").eval()
         # no training loss and no exact row count in the bundle: un-noised statistics of private rows
@@ -878,20 +872,17 @@ class _LocalLM:
         # dropout of the checkpoint and the column orders are drawn per private row: secret seeds
         reseed_after_initialisation()
         rng = np.random.default_rng(secret_seed())
-        epoch_loss, epoch_rows, current, loss_value = 0.0, 0, 1, math.nan
+        current = 1
         for epoch, batch in trainer.batches(config.epochs):
             if epoch != current:
-                loss_value = epoch_loss / max(epoch_rows, 1)
-                trainer.log_epoch(current, config.epochs, loss_value, progress)
-                epoch_loss, epoch_rows, current = 0.0, 0, epoch
+                trainer.log_epoch(current, config.epochs, progress)
+                current = epoch
             rows = batch.long().cpu().numpy()
             orders = np.argsort(rng.random(rows.shape), axis=1)
             tokens, target = self._sequences(rows, orders)
             tokens, target = tokens.to(trainer.device), target.to(trainer.device)
-            epoch_loss += _dp_step(trainer, tokens, target, physical)
-            epoch_rows += rows.shape[0]
-        loss_value = epoch_loss / max(epoch_rows, 1)
-        trainer.log_epoch(current, config.epochs, loss_value, progress)
+            _dp_step(trainer, tokens, target, physical)
+        trainer.log_epoch(current, config.epochs, progress)
         result = trainer.finish()
         self.lm.to("cpu").eval()
         return {

@@ -545,19 +545,17 @@ class DPTableGANSynthesizer(Synthesizer):
         tau = float(p["gumbel_tau"])
         ewma: tuple[torch.Tensor, torch.Tensor] | None = None
         decay = float(p["info_decay"])
-        current, d_sum, g_sum, steps = 1, 0.0, 0.0, 0
+        current, g_sum, steps = 1, 0.0, 0
         epochs = int(p["epochs"])
         for epoch, real in trainer.batches(epochs):
             if epoch != current:
-                trainer.log_epoch(current, epochs, d_sum / max(steps, 1), progress)
-                current, d_sum, g_sum, steps = epoch, 0.0, 0.0, 0
+                trainer.log_epoch(current, epochs, progress)
+                current, g_sum, steps = epoch, 0.0, 0
             with torch.no_grad():
                 fake = activate_spans(
                     generator(torch.randn(m_fake, generator.noise_dim, device=device)), spans, tau
                 )
-            loss_d = discriminator_loss(trainer, real, fake)
-            trainer.step(loss_d)
-            d_sum += float(loss_d.item())
+            trainer.step(discriminator_loss(trainer, real, fake))
             steps += 1
             with frozen_private_module(trainer) as d_frozen:
                 assert isinstance(d_frozen, ConvDiscriminator)
@@ -579,7 +577,7 @@ class DPTableGANSynthesizer(Synthesizer):
                     loss_g.backward()
                     g_opt.step()
                     g_sum += float(loss_g.item())
-        trainer.log_epoch(current, epochs, d_sum / max(steps, 1), progress)
+        trainer.log_epoch(current, epochs, progress)
         result = trainer.finish()
         self.generator_ = generator.cpu().eval()
         facts["discriminator"] = {
@@ -617,16 +615,13 @@ class DPTableGANSynthesizer(Synthesizer):
             self._config(epochs, float(self.params["classifier_lr"])), row_count=row_count,
             epsilon_target=epsilon_target, mechanism_name="dp_tablegan:classifier",
         )  # fmt: skip
-        current, loss_sum, steps = 1, 0.0, 0
+        current = 1
         for epoch, real in trainer.batches(epochs):
             if epoch != current:
-                trainer.log_epoch(current, epochs, loss_sum / max(steps, 1), progress)
-                current, loss_sum, steps = epoch, 0.0, 0
-            loss = classifier_loss(trainer, real, label)
-            trainer.step(loss)
-            loss_sum += float(loss.item())
-            steps += 1
-        trainer.log_epoch(current, epochs, loss_sum / max(steps, 1), progress)
+                trainer.log_epoch(current, epochs, progress)
+                current = epoch
+            trainer.step(classifier_loss(trainer, real, label))
+        trainer.log_epoch(current, epochs, progress)
         result = trainer.finish()
         return {
             "noise_multiplier": result.noise_multiplier,

@@ -753,19 +753,13 @@ def _run_private(
     progress: ProgressCallback | None,
 ) -> dict[str, Any]:
     """Run ``trainer`` over its Poisson batches with ``loss_fn``; log per epoch; record the spend."""
-    epoch_loss, epoch_rows, current = 0.0, 0, 1
-    loss_value = math.nan
+    current = 1
     for epoch, batch in trainer.batches(epochs):
         if epoch != current:
-            loss_value = epoch_loss / max(epoch_rows, 1)
-            trainer.log_epoch(current, epochs, loss_value, progress)
-            epoch_loss, epoch_rows, current = 0.0, 0, epoch
-        loss = loss_fn(batch)
-        trainer.step(loss)
-        epoch_loss += float(loss.item()) * batch.shape[0]
-        epoch_rows += batch.shape[0]
-    loss_value = epoch_loss / max(epoch_rows, 1)
-    trainer.log_epoch(current, epochs, loss_value, progress)
+            trainer.log_epoch(current, epochs, progress)
+            current = epoch
+        trainer.step(loss_fn(batch))
+    trainer.log_epoch(current, epochs, progress)
     result = trainer.finish()
     return {
         "noise_multiplier": result.noise_multiplier,

@@ -301,16 +301,14 @@ class DPTGANSynthesizer(Synthesizer):
         m_fake = max(1, round(trainer.expected_batch_size))
         tau = float(p["gumbel_tau"])
         epochs = int(p["epochs"])
-        current, d_sum, g_sum, steps = 1, 0.0, 0.0, 0
+        current, g_sum, steps = 1, 0.0, 0
         for epoch, real in trainer.batches(epochs):
             if epoch != current:
-                trainer.log_epoch(current, epochs, d_sum / max(steps, 1), progress)
-                current, d_sum, g_sum, steps = epoch, 0.0, 0.0, 0
+                trainer.log_epoch(current, epochs, progress)
+                current, g_sum, steps = epoch, 0.0, 0
             with torch.no_grad():
                 fake, _ = generator(torch.randn(m_fake, generator.noise_dim, device=device), tau)
-            loss_d = discriminator_loss(trainer, real, fake)
-            trainer.step(loss_d)
-            d_sum += float(loss_d.item())
+            trainer.step(discriminator_loss(trainer, real, fake))
             steps += 1
             with frozen_private_module(trainer) as d_frozen:
                 for _ in range(int(p["generator_steps"])):
@@ -322,7 +320,7 @@ class DPTGANSynthesizer(Synthesizer):
                     loss_g.backward()
                     g_opt.step()
                     g_sum += float(loss_g.item())
-        trainer.log_epoch(current, epochs, d_sum / max(steps, 1), progress)
+        trainer.log_epoch(current, epochs, progress)
         result = trainer.finish()
         self.generator_ = generator.cpu().eval()
         # no exact row count and no discriminator loss (computed on private rows, un-noised) in these
