@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from synth_provider.hooks.connection import connection_type_info
+
 
 def get_provider_info() -> dict[str, Any]:
     return {
@@ -22,6 +24,7 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "dpsynth", "python-modules": ["synth_provider.operators.synthesize"]}
         ],
         "hooks": [{"integration-name": "dpsynth", "python-modules": ["synth_provider.hooks.dpsynth"]}],
+        "connection-types": [connection_type_info()],
         "extra-links": ["synth_provider.links.report.SyntheticDataReportLink"],
         "config": {
             "dpsynth": {

@@ -94,9 +94,20 @@ class S3Options:
     """How to reach S3: endpoint (for S3-compatible servers), credentials and client timeouts.
 
     Credentials left ``None`` come from boto3's usual chain (environment, profile, instance role).
-    The timeouts and retry budget make a dead endpoint fail within seconds: one connection attempt
-    waits at most ``connect_timeout_s``, a stalled response ``read_timeout_s``, and botocore makes
-    at most ``max_attempts`` attempts ("standard" retry mode, exponential back-off) per call.
+    The timeouts and retry budget make a dead endpoint fail within seconds with
+    :class:`ObjectStoreUnavailableError` (retryable): one connection attempt waits at most
+    ``connect_timeout_s``, a stalled response ``read_timeout_s`` (between two received bytes, so a
+    long download that keeps flowing is not cut), and botocore makes at most ``max_attempts``
+    attempts per call ("standard" retry mode, jittered back-off of at most 1 s then 2 s). With the
+    defaults an endpoint that accepts connections and never answers fails a call in at most
+    3 × 8 s + 3 s = 27 s, one that drops them in 3 × 5 s + 3 s = 18 s (a connection's
+    ``config_kwargs`` can give slow operations more, e.g. ``{"read_timeout": 60}``).
+
+    ``client_factory``, when given, makes the client instead of ``boto3.client``: it receives
+    these defaults as a ``botocore.config.Config`` and merges its own settings over them (the
+    provider passes the amazon provider's ``S3Hook.get_client_type``, so a connection's endpoint,
+    region, role, ``config_kwargs``, retries and timeouts apply and temporary credentials refresh);
+    the other fields then only name the endpoint in messages.
     """
 
     endpoint_url: str | None = None
@@ -105,20 +116,27 @@ class S3Options:
     aws_secret_access_key: str | None = field(default=None, repr=False)
     aws_session_token: str | None = field(default=None, repr=False)
     connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
+    read_timeout_s: float = 8.0
     max_attempts: int = 3
+    client_factory: Callable[[Any], Any] | None = field(default=None, repr=False, compare=False)
 
-    def client(self) -> Any:
-        import boto3
+    def default_config(self) -> Any:
+        """dpsynth's botocore ``Config`` for S3: timeouts, retry budget, SigV4, TCP keep-alive."""
         from botocore.config import Config
 
-        config = Config(
+        return Config(
             connect_timeout=self.connect_timeout_s,
             read_timeout=self.read_timeout_s,
             retries={"mode": "standard", "total_max_attempts": self.max_attempts},
             signature_version="s3v4",  # also for presigned URLs (botocore would otherwise pick SigV2)
             tcp_keepalive=True,
         )
+
+    def client(self) -> Any:
+        if self.client_factory is not None:
+            return self.client_factory(self.default_config())
+        import boto3
+
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
@@ -126,7 +144,7 @@ class S3Options:
             aws_access_key_id=self.aws_access_key_id,
             aws_secret_access_key=self.aws_secret_access_key,
             aws_session_token=self.aws_session_token,
-            config=config,
+            config=self.default_config(),
         )
 
     def endpoint_label(self) -> str:

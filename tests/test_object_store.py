@@ -421,7 +421,7 @@ def test_hung_server_times_out_as_retryable(s3_server: S3Server, s3_bucket: S3Bu
 def test_default_client_settings_fail_fast() -> None:
     options = S3Options(endpoint_url="http://user:pw@127.0.0.1:9")
     config = options.client().meta.config
-    assert (config.connect_timeout, config.read_timeout) == (5.0, 60.0)
+    assert (config.connect_timeout, config.read_timeout) == (5.0, 8.0)
     assert config.retries == {"mode": "standard", "total_max_attempts": 3}  # attempts, not retries
     assert options.endpoint_label() == "http://127.0.0.1:9"
     assert "secret" not in repr(dataclasses.replace(options, aws_secret_access_key="secret"))
