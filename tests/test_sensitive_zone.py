@@ -431,6 +431,24 @@ def test_sampling_rate_and_mean_reduction_follow_the_dp_row_count_not_n() -> Non
         _private_trainer(900, row_count=float("nan"))
 
 
+def test_training_logs_show_neither_the_exact_count_nor_a_loss(caplog: pytest.LogCaptureFixture) -> None:
+    """The DP-SGD progress log and callback carry the DP row count, ε and timings only."""
+    from synth_core.generators import create_synthesizer
+
+    frame, spec = _tiny_table(613)
+    events: list[dict[str, Any]] = []
+    synth = create_synthesizer("dp_tvae", epochs=2, batch_size=200, hidden=[8], latent_dim=4, device="cpu")
+    with caplog.at_level("INFO", logger="synth_core"):
+        synth.fit(frame, spec, PrivacyBudget(3.0, 1e-5), seed=0, progress=events.append)
+    assert synth.transformer_ is not None
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("synth_core"))
+    assert "epoch 2/2" in text and "DP count" in text
+    assert "loss" not in text.lower(), text
+    if synth.transformer_.dp_row_count != 613:
+        assert not number_tokens(text, 613), text
+    assert events and all("loss" not in e for e in events), events
+
+
 def _tiny_table(n: int = 120) -> tuple[pd.DataFrame, TableSpec]:
     rng = np.random.default_rng(1)
     frame = pd.DataFrame(
