@@ -660,8 +660,26 @@ def _norm_key(value: Any) -> Any:
 def _surrogate_keys(n: int, dtype: str, rng: np.random.Generator, start: int = 1) -> pd.Series:
     if dtype.lower().startswith(("int", "uint")):
         return pd.Series(np.arange(start, start + n, dtype=np.int64)).astype(dtype)
-    hexes = [f"syn-{v:016x}" for v in rng.integers(0, 2**63 - 1, size=n, dtype=np.int64)]
-    return pd.Series(hexes, dtype=dtype if dtype != "object" else "str")
+    draws = rng.integers(0, 2**63 - 1, size=n, dtype=np.int64)
+    target = pd.api.types.pandas_dtype(dtype if dtype != "object" else "str")
+    if isinstance(target, pd.StringDtype) and target.storage == "pyarrow":
+        return pd.Series(pd.array(_hex_keys(draws), dtype=target))
+    return pd.Series([f"syn-{v:016x}" for v in draws], dtype=target)
+
+
+def _hex_keys(draws: NDArray[np.int64]) -> Any:
+    """``syn-`` + 16 lower-case hex digits of each draw, as an Arrow string array built from one
+    byte matrix (no Python string per row)."""
+    import pyarrow as pa
+
+    nibbles = (draws.astype(np.uint64)[:, None] >> np.arange(60, -4, -4, dtype=np.uint64)) & np.uint64(15)
+    chars = np.empty((draws.size, 20), dtype=np.uint8)
+    chars[:, :4] = np.frombuffer(b"syn-", dtype=np.uint8)
+    chars[:, 4:] = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[nibbles.astype(np.intp)]
+    fixed = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(20), draws.size, [None, pa.py_buffer(chars.tobytes())]
+    )
+    return fixed.cast(pa.binary()).cast(pa.large_string())
 
 
 def _quantile_forward(

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.stats import chisquare
 
 from synth_core.errors import ParameterError
@@ -19,6 +21,7 @@ from synth_core.generators.marginal import SamplingChain
 from synth_core.privacy import PrivacyBudget
 from synth_core.rules import RuleUnsatisfiableError
 from synth_core.spec import TableSpec
+from synth_core.transformer import _hex_keys
 
 
 def test_gumbel_max_draws_follow_the_softmax() -> None:
@@ -80,6 +83,12 @@ def test_a_conditional_row_without_mass_falls_back_to_the_columns_marginal() -> 
     codes = chain.sample(40_000, 2, np.random.default_rng(1))
     assert (codes[:, 0] == 0).all()
     assert chisquare(np.bincount(codes[:, 1], minlength=2), [10_000, 30_000]).pvalue > 1e-3
+
+
+@given(st.lists(st.integers(0, 2**63 - 2), max_size=50))
+def test_text_surrogate_keys_built_in_arrow_match_their_format(draws: list[int]) -> None:
+    keys = _hex_keys(np.asarray(draws, dtype=np.int64)).to_pylist()
+    assert keys == [f"syn-{v:016x}" for v in draws]
 
 
 # ------------------------------------------------------------------------------------------------
