@@ -39,8 +39,10 @@ def test_sgd_alone_matches_opacus_rdp_accountant() -> None:
     ours = PrivacyAccountant(PrivacyBudget(100.0, delta, discovery_delta_fraction=0.5))
     ours.spend_sgd("sgd", q, sigma, steps)
     # same analysis; our order grid is finer and wider, so never looser
-    assert ours.epsilon() <= opacus_acc.get_epsilon(delta) + 1e-9
-    assert ours.epsilon() == pytest.approx(opacus_acc.get_epsilon(delta), rel=0.02)
+    assert ours.epsilon_rdp() <= opacus_acc.get_epsilon(delta) + 1e-9
+    assert ours.epsilon_rdp() == pytest.approx(opacus_acc.get_epsilon(delta), rel=0.02)
+    # the release reports the PLD bound, which is tighter here
+    assert ours.epsilon() < ours.epsilon_rdp() and ours.accountant_name == "pld"
 
 
 def test_zcdp_rho_round_trips_to_the_target_epsilon() -> None:
@@ -56,11 +58,15 @@ def test_calibrated_noise_meets_target_after_preprocessing(eps: float) -> None:
     acc.spend_thresholded("categories:y", acc.preprocessing_rho / 2, acc.discovery_delta_per_column(1))
     q, steps = 0.02, 500
     sigma = acc.calibrate_noise_multiplier(q, steps)
-    composed = acc.epsilon(sgm_rdp(q, sigma, steps))
+    composed = acc.epsilon_with_sgd(q, sigma, steps)
     assert composed <= eps
     assert composed >= 0.99 * eps  # not wastefully loose
     # a little less noise would break the target
-    assert acc.epsilon(sgm_rdp(q, sigma * 0.98, steps)) > eps
+    assert acc.epsilon_with_sgd(q, sigma * 0.98, steps) > eps
+    # the PLD accountant buys less noise than RDP alone would
+    assert acc.epsilon_rdp(sgm_rdp(q, sigma, steps)) > eps
+    acc.spend_sgd("sgd", q, sigma, steps)
+    assert acc.epsilon() == pytest.approx(composed) and acc.to_dict()["accountant"] == "pld"
 
 
 def test_additive_delta_is_part_of_the_release_delta() -> None:
