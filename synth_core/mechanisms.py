@@ -48,7 +48,7 @@ def gaussian_sigma(rho: float) -> float:
     return 1.0 / math.sqrt(2.0 * rho)
 
 
-def _range_grid() -> NDArray[np.float64]:
+def range_grid() -> NDArray[np.float64]:
     """Sorted, data-independent bucket edges: ±10^(k/8) and 0."""
     exps = np.arange(_RANGE_MIN_EXP * _RANGE_STEPS_PER_DECADE, _RANGE_MAX_EXP * _RANGE_STEPS_PER_DECADE + 1)
     pos = 10.0 ** (exps / _RANGE_STEPS_PER_DECADE)
@@ -87,10 +87,35 @@ def dp_range(
     When no cluster clears, the window (of 1, 2, 4, … buckets) with the largest noisy z-score is
     the range. Returns grid edges, never data values. Released and charged as ``name``.
     """
-    grid = _range_grid() if grid is None else grid
-    # bucket i holds (grid[i-1], grid[i]]; values below/above the grid fall into the end buckets
-    idx = np.clip(np.searchsorted(grid, values, side="left"), 1, len(grid) - 1)
-    counts = np.bincount(idx, minlength=len(grid))[1:].astype(np.int64)  # bucket i at counts[i-1]
+    grid = range_grid() if grid is None else grid
+    return dp_range_of_counts(
+        range_bucket_counts(values, grid), grid, rho=rho, accountant=accountant, rng=rng, name=name, **details
+    )
+
+
+def range_buckets(values: NDArray[np.float64], grid: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Bucket of each value for :func:`dp_range`: bucket ``i`` (0-based) holds
+    ``(grid[i], grid[i+1]]``; values below/above the grid fall into the end buckets."""
+    return np.clip(np.searchsorted(grid, values, side="left"), 1, len(grid) - 1) - 1
+
+
+def range_bucket_counts(values: NDArray[np.float64], grid: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Rows per bucket of :func:`range_buckets`, shape ``(len(grid) - 1,)``."""
+    return np.bincount(range_buckets(values, grid), minlength=len(grid) - 1).astype(np.int64)
+
+
+def dp_range_of_counts(
+    counts: NDArray[np.int64],
+    grid: NDArray[np.float64],
+    *,
+    rho: float,
+    accountant: PrivacyAccountant,
+    rng: np.random.Generator,
+    name: str,
+    **details: Any,
+) -> tuple[float, float]:
+    """:func:`dp_range` from the exact bucket counts (:func:`range_bucket_counts`, or the same
+    counts computed inside a warehouse): the release, its charge and the post-processing."""
     noisy = accountant.release_gaussian(name, counts, l2_sensitivity=1.0, rho=rho, rng=rng, **details)
     sigma = gaussian_sigma(rho)
     z = range_threshold_sigmas(noisy.size)
@@ -258,10 +283,38 @@ def dp_quantile_bins(
     the same row moves (L2 sensitivity √2 for the charge of 1).
     """
     left, right = bin_layout(low, high, integer=integer)
+    counts = np.bincount(quantile_bin_of(values, left, right, integer=integer), minlength=left.size)
+    return dp_quantile_bins_of_counts(
+        counts.astype(np.int64), left, right, rho=rho, accountant=accountant, rng=rng, name=name,
+        null_count=null_count, **details,
+    )  # fmt: skip
+
+
+def quantile_bin_of(
+    values: NDArray[np.float64], left: NDArray[np.float64], right: NDArray[np.float64], *, integer: bool
+) -> NDArray[np.int64]:
+    """Bin of :func:`bin_layout` holding each non-null value: clipped to the layout (and rounded
+    half to even when ``integer``), atoms first (:func:`assign_bins`)."""
     clipped = np.clip(values, left[0], right[-1])
     if integer:
         clipped = np.rint(clipped)
-    counts = np.bincount(assign_bins(clipped, left, right), minlength=left.size).astype(np.int64)
+    return assign_bins(clipped, left, right)
+
+
+def dp_quantile_bins_of_counts(
+    counts: NDArray[np.int64],
+    left: NDArray[np.float64],
+    right: NDArray[np.float64],
+    *,
+    rho: float,
+    accountant: PrivacyAccountant,
+    rng: np.random.Generator,
+    name: str,
+    null_count: int | None = None,
+    **details: Any,
+) -> tuple[QuantileBins, float | None]:
+    """:func:`dp_quantile_bins` from the exact rows per bin of ``bin_layout`` (``counts``, shape
+    ``(left.size,)``, from :func:`quantile_bin_of` or a warehouse): release, charge, post-processing."""
     cells = counts if null_count is None else np.append(counts, int(null_count))
     released = accountant.release_gaussian(
         name, cells, l2_sensitivity=1.0, rho=rho, rng=rng, bins=int(left.size), **details
@@ -299,6 +352,26 @@ def dp_discover_categories(
     values with their noisy counts, and the noisy NULL count (``None`` without ``null_count``).
     """
     uniq, counts = np.unique(np.asarray(values, dtype=object), return_counts=True)
+    return dp_discover_of_counts(
+        uniq, counts, rho=rho, delta=delta, accountant=accountant, rng=rng, name=name,
+        null_count=null_count, **details,
+    )  # fmt: skip
+
+
+def dp_discover_of_counts(
+    uniq: NDArray[Any],
+    counts: NDArray[np.int64],
+    *,
+    rho: float,
+    delta: float,
+    accountant: PrivacyAccountant,
+    rng: np.random.Generator,
+    name: str,
+    null_count: int | None = None,
+    **details: Any,
+) -> tuple[dict[Hashable, float], float | None]:
+    """:func:`dp_discover_categories` from the distinct non-null values ``uniq`` (sorted as
+    ``numpy.unique`` sorts them) and their exact row counts: release, charge, post-processing."""
     # the NULL key (public, always released) first: a value held only by an added row sorts in
     # among the others, but the keys' order is never released, only the values that clear
     lead = [] if null_count is None else [int(null_count)]

@@ -24,15 +24,27 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy.special import ndtr, ndtri
 
+from synth_core.count_source import (
+    SECONDS_PER_UNIT,
+    CategoryCells,
+    CountSource,
+    FrameCounts,
+    QuantileCells,
+    RangeBuckets,
+    model_values,
+    norm_key,
+)
 from synth_core.errors import SourceTableError, SpecError
 from synth_core.mechanisms import (
     QuantileBins,
     assign_bins,
+    bin_layout,
     datetime_range_grid,
     dp_count,
-    dp_discover_categories,
-    dp_quantile_bins,
-    dp_range,
+    dp_discover_of_counts,
+    dp_quantile_bins_of_counts,
+    dp_range_of_counts,
+    range_grid,
 )
 from synth_core.privacy import PrivacyAccountant
 from synth_core.spec import ColumnKind, ColumnSpec, TableSpec
@@ -40,7 +52,7 @@ from synth_core.spec import ColumnKind, ColumnSpec, TableSpec
 #: share of a column's ρ used to find its range when no public bounds are declared
 RANGE_RHO_SHARE = 0.25
 _U_EPS = 1e-6
-_SECONDS_PER = {"day": 86400.0, "second": 1.0, "microsecond": 1.0}
+_SECONDS_PER = SECONDS_PER_UNIT
 
 
 @dataclass(frozen=True)
@@ -452,25 +464,37 @@ def fit_transformer_under_dp(
     Columns with a public domain, booleans, ids and drops spend nothing.
     """
     check_frame_against_spec(frame, spec)
-    if len(frame) == 0:
+    return fit_transformer_from_counts(FrameCounts(frame, spec), accountant, rng)
+
+
+def fit_transformer_from_counts(
+    source: CountSource, accountant: PrivacyAccountant, rng: np.random.Generator
+) -> TableTransformer:
+    """:func:`fit_transformer_under_dp` asking ``source`` for the exact counts each release noises
+    (a frame in memory, or aggregate queries inside the warehouse: the same releases, the same
+    declared sensitivities and charges either way)."""
+    spec = source.spec
+    n_rows = source.row_count()
+    if n_rows == 0:
         raise SourceTableError(f"table {spec.name!r} has no rows to learn from")
     needs_dp = [c for c in spec.modelled_columns if _needs_dp(c)]
     n_discovery = sum(1 for c in needs_dp if c.kind == ColumnKind.CATEGORICAL and c.categories is None)
     rho_each = accountant.preprocessing_rho / (len(needs_dp) + 1)
-    row_count = dp_count(len(frame), rho=rho_each, accountant=accountant, rng=rng, name="row_count")
+    row_count = dp_count(n_rows, rho=rho_each, accountant=accountant, rng=rng, name="row_count")
     delta_each = accountant.discovery_delta_per_column(n_discovery)
+    null_counts = source.null_counts([c.name for c in spec.modelled_columns if c.nullable])
+    output_dtypes = source.output_dtypes()
 
     fitted: list[ColumnTransform] = []
     for cspec in spec.modelled_columns:
-        series = frame[cspec.name]
-        dtype = str(series.dtype)
+        dtype = output_dtypes[cspec.name]
+        nulls = null_counts.get(cspec.name)
         if cspec.kind in (ColumnKind.NUMERIC, ColumnKind.INTEGER, ColumnKind.DATETIME):
-            fitted.append(_fit_continuous(series, cspec, dtype, rho_each, accountant, rng, row_count))
+            fitted.append(_fit_continuous(source, cspec, dtype, nulls, rho_each, accountant, rng, row_count))
         else:
             fitted.append(
-                _fit_categorical(spec.name, series, cspec, dtype, rho_each, delta_each, accountant, rng)
+                _fit_categorical(source, cspec, dtype, nulls, rho_each, delta_each, accountant, rng)
             )
-    output_dtypes = {c.name: str(frame[c.name].dtype) for c in spec.output_columns}
     return TableTransformer(spec=spec, columns=fitted, output_dtypes=output_dtypes, dp_row_count=row_count)
 
 
@@ -481,9 +505,10 @@ def _needs_dp(c: ColumnSpec) -> bool:
 
 
 def _fit_continuous(
-    series: pd.Series,
+    source: CountSource,
     cspec: ColumnSpec,
     dtype: str,
+    null_count: int | None,
     rho: float,
     accountant: PrivacyAccountant,
     rng: np.random.Generator,
@@ -497,13 +522,17 @@ def _fit_continuous(
         col.integer = col.datetime_unit in ("day", "second")
     else:
         col.integer = cspec.kind == ColumnKind.INTEGER
-    values = _to_float(series.dropna(), col)
     public = _public_bounds(cspec, col)
     if public is None:
         rho_range = rho * RANGE_RHO_SHARE
-        grid = datetime_range_grid(_SECONDS_PER[col.datetime_unit or "second"]) if col.datetime_unit else None
-        low, high = dp_range(
-            values, rho=rho_range, accountant=accountant, rng=rng, name=f"range:{cspec.name}", grid=grid,
+        grid = (
+            datetime_range_grid(_SECONDS_PER[col.datetime_unit or "second"])
+            if col.datetime_unit
+            else range_grid()
+        )
+        buckets = source.joint_counts([RangeBuckets(cspec.name, col.kind, grid, col.datetime_unit)])
+        low, high = dp_range_of_counts(
+            buckets, grid, rho=rho_range, accountant=accountant, rng=rng, name=f"range:{cspec.name}",
             column=cspec.name,
         )  # fmt: skip
         rho_hist = rho - rho_range
@@ -511,9 +540,11 @@ def _fit_continuous(
         low, high = public
         rho_hist = rho
     # NULL is one more cell of the same histogram (a row is in exactly one cell): sensitivity 1
-    col.bins, noisy_null = dp_quantile_bins(
-        values, low, high, integer=col.integer, rho=rho_hist, accountant=accountant, rng=rng,
-        name=f"quantiles:{cspec.name}", null_count=int(series.isna().sum()) if cspec.nullable else None,
+    left, right = bin_layout(low, high, integer=col.integer)
+    cells = QuantileCells(cspec.name, col.kind, left, right, col.integer, col.datetime_unit)
+    col.bins, noisy_null = dp_quantile_bins_of_counts(
+        source.joint_counts([cells]), left, right, rho=rho_hist, accountant=accountant, rng=rng,
+        name=f"quantiles:{cspec.name}", null_count=null_count if cspec.nullable else None,
         column=cspec.name,
     )  # fmt: skip
     if noisy_null is not None:
@@ -539,10 +570,10 @@ def _public_bounds(cspec: ColumnSpec, col: ColumnTransform) -> tuple[float, floa
 
 
 def _fit_categorical(
-    table: str,
-    series: pd.Series,
+    source: CountSource,
     cspec: ColumnSpec,
     dtype: str,
+    null_count: int | None,
     rho: float,
     delta: float,
     accountant: PrivacyAccountant,
@@ -550,18 +581,13 @@ def _fit_categorical(
 ) -> ColumnTransform:
     col = ColumnTransform(cspec.name, cspec.kind, dtype, cspec.nullable)
     # a nullable column's NULL count is one more cell of the column's one release (sensitivity 1)
-    null_count = int(series.isna().sum()) if cspec.nullable else None
+    null_count = null_count if cspec.nullable else None
     domain = [False, True] if cspec.kind == ColumnKind.BOOLEAN else cspec.categories
     if domain is not None:
         # a public domain: a noisy histogram over it (+ NULL) gives the DP marginal and null rate
         col.categories = [_coerce_category(v, dtype, cspec) for v in domain]
-        present = series.dropna()
-        lookup = {_norm_key(v): i for i, v in enumerate(col.categories)}
-        counts = np.zeros(len(col.categories), dtype=np.int64)
-        for v in present.to_numpy(dtype=object):
-            i = lookup.get(_norm_key(v))
-            if i is not None:
-                counts[i] += 1
+        # values outside the public domain are not counted here (transform refuses them)
+        counts = source.joint_counts([CategoryCells(cspec.name, tuple(col.categories))])
         cells = counts if null_count is None else np.append(counts, null_count)
         released = accountant.release_gaussian(
             f"marginal:{cspec.name}", cells, l2_sensitivity=1.0, rho=rho, rng=rng, column=cspec.name
@@ -571,14 +597,15 @@ def _fit_categorical(
         col.category_weights = noisy.tolist()
         col.null_fraction = _fraction(noisy_null, float(noisy.sum()))
         return col
-    found, released_null = dp_discover_categories(
-        series.dropna().tolist(), rho=rho, delta=delta, accountant=accountant, rng=rng,
+    uniq, value_counts = source.value_counts(cspec.name)
+    found, released_null = dp_discover_of_counts(
+        uniq, value_counts, rho=rho, delta=delta, accountant=accountant, rng=rng,
         name=f"categories:{cspec.name}", null_count=null_count, column=cspec.name,
     )  # fmt: skip
     noisy_null = max(released_null, 0.0) if released_null is not None else 0.0
     if not found:
         raise SourceTableError(
-            f"table {table!r}, column {cspec.name!r}: DP category discovery released no category "
+            f"table {source.spec.name!r}, column {cspec.name!r}: DP category discovery released no category "
             "(every value is too rare for the budget); declare its domain public or give it more rows/ε"
         )
     ordered = sorted(found, key=lambda v: str(v))
@@ -607,13 +634,7 @@ def _coerce_category(value: Any, dtype: str, cspec: ColumnSpec) -> Any:
 
 def _to_float(series: pd.Series, col: ColumnTransform) -> NDArray[np.float64]:
     """Non-null values as float64 in model units (datetimes: days or seconds since the epoch)."""
-    if col.kind == ColumnKind.DATETIME:
-        ts = pd.to_datetime(series)
-        if getattr(ts.dt, "tz", None) is not None:
-            ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
-        secs = ts.astype("datetime64[us]").astype("int64").to_numpy(dtype=np.float64) / 1e6
-        return secs / _SECONDS_PER[col.datetime_unit or "second"]
-    return series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return model_values(series, col.kind, col.datetime_unit)
 
 
 def _from_float(
@@ -652,9 +673,7 @@ def _cast(series: pd.Series, dtype: str) -> pd.Series:
     return series.astype(dtype)
 
 
-def _norm_key(value: Any) -> Any:
-    """Dictionary key for a category value: numpy scalars become Python scalars."""
-    return value.item() if isinstance(value, np.generic) else value
+_norm_key = norm_key
 
 
 def _surrogate_keys(n: int, dtype: str, rng: np.random.Generator, start: int = 1) -> pd.Series:

@@ -48,7 +48,7 @@ import numpy as np
 from synth_core.dp_training import ProgressCallback
 from synth_core.errors import ParameterError
 from synth_core.generators.base import register_generator
-from synth_core.generators.marginal import Marginals, MarginalSynthesizer, NumpyModel
+from synth_core.generators.marginal import MarginalData, MarginalSynthesizer, NumpyModel
 from synth_core.privacy import PrivacyAccountant
 
 
@@ -147,7 +147,7 @@ class AIMSynthesizer(MarginalSynthesizer):
     def _run_mechanism(
         self,
         mbi: Any,
-        data: Marginals,
+        data: MarginalData,
         names: list[str],
         rho: float,
         accountant: PrivacyAccountant,
@@ -257,7 +257,7 @@ class AIMSynthesizer(MarginalSynthesizer):
     @staticmethod
     def _worst_approximated(
         candidates: dict[tuple[str, ...], float],
-        data: Marginals,
+        data: MarginalData,
         model: NumpyModel,
         epsilon: float,
         sigma: float,

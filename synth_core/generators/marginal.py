@@ -39,12 +39,19 @@ import pandas as pd
 from numpy.typing import NDArray
 from scipy.special import logsumexp, ndtr, ndtri
 
+from synth_core.count_source import CategoryCells, Coding, CountSource, FrameCounts, QuantileCells
 from synth_core.dp_training import ProgressCallback
-from synth_core.errors import MissingExtraError, ParameterError
+from synth_core.errors import MissingExtraError, ParameterError, SourceTableError
 from synth_core.generators.base import Synthesizer
 from synth_core.privacy import RDP_ORDERS, PrivacyAccountant, PrivacyBudget, secret_seed
 from synth_core.spec import TableSpec
-from synth_core.transformer import ColumnTransform, DecodedRows, TableTransformer
+from synth_core.transformer import (
+    ColumnTransform,
+    DecodedRows,
+    TableTransformer,
+    check_frame_against_spec,
+    fit_transformer_from_counts,
+)
 
 INSTALL_HINT = "pip install 'airflow-provider-dpsynth[marginal]'"
 #: cells whose noisy 1-way count is below this many noise standard deviations are merged
@@ -180,6 +187,35 @@ def encode_matrix(
     return codes
 
 
+def discrete_codings(transformer: TableTransformer, columns: list[DiscreteColumn]) -> list[Coding]:
+    """The rule giving each row its cell of each discrete column, straight from the source values
+    (:mod:`synth_core.count_source`): a continuous column's group of DP quantile bins (NULL after
+    the groups), a categorical column's softmax slot (domain, "other", NULL). Fixed by DP outputs
+    only, so a marginal of these codes has L2 sensitivity 1."""
+    by_name: dict[str, ColumnTransform] = {c.name: c for c in transformer.columns}
+    out: list[Coding] = []
+    for dc in columns:
+        col = by_name[dc.name]
+        if dc.kind == "continuous":
+            assert col.bins is not None and dc.group_start is not None
+            out.append(
+                QuantileCells(
+                    dc.name, col.kind, col.bins.left, col.bins.right, col.integer, col.datetime_unit,
+                    group_start=tuple(dc.group_start), null_code=dc.n_groups if col.nullable else None,
+                )
+            )  # fmt: skip
+            continue
+        assert col.categories is not None
+        k = len(col.categories)
+        out.append(
+            CategoryCells(
+                dc.name, tuple(col.categories), other_code=k if col.has_other else None,
+                null_code=k + int(col.has_other) if col.nullable else None,
+            )
+        )  # fmt: skip
+    return out
+
+
 def decode_codes(
     codes: NDArray[np.int64], columns: list[DiscreteColumn], width: int, rng: np.random.Generator
 ) -> NDArray[np.float32]:
@@ -280,6 +316,54 @@ class Marginals:
             got = np.bincount(flat, minlength=math.prod(dims)).astype(np.float64)
             self._cache[clique] = got
         return got
+
+    def compressed(self, maps: dict[str, NDArray[np.int64]]) -> Marginals:
+        """The same rows over the compressed domain (``maps``: original cell → compressed cell)."""
+        names = list(self.index)
+        codes = np.stack([maps[n][self.codes[:, i]] for i, n in enumerate(names)], axis=1)
+        return Marginals(codes, names, [int(maps[n].max()) + 1 for n in names])
+
+
+class SourceMarginals:
+    """:class:`Marginals` asked of a :class:`~synth_core.count_source.CountSource` (a frame, or
+    ``GROUP BY`` queries inside the warehouse): each clique's counts are fetched once, over the
+    original cells, and summed into the compressed cells by ``maps`` when compressed."""
+
+    def __init__(
+        self,
+        source: CountSource,
+        codings: list[Coding],
+        names: list[str],
+        maps: dict[str, NDArray[np.int64]] | None = None,
+    ) -> None:
+        self.source = source
+        self.codings = dict(zip(names, codings, strict=True))
+        self.index = {n: i for i, n in enumerate(names)}
+        self.maps = maps
+        self.sizes = [int(maps[n].max()) + 1 if maps else c.size for n, c in zip(names, codings, strict=True)]
+        self._cache: dict[tuple[str, ...], NDArray[np.float64]] = {}
+
+    def size(self, clique: tuple[str, ...]) -> int:
+        return math.prod(self.sizes[self.index[a]] for a in clique)
+
+    def counts(self, clique: tuple[str, ...]) -> NDArray[np.float64]:
+        """Flat counts of ``clique`` in C order of its attributes (mbi's datavector layout)."""
+        got = self._cache.get(clique)
+        if got is None:
+            raw = self.source.joint_counts([self.codings[a] for a in clique]).astype(np.float64)
+            if self.maps is not None:
+                grids = np.meshgrid(*[self.maps[a] for a in clique], indexing="ij")
+                target = np.ravel_multi_index(
+                    tuple(g.ravel() for g in grids), tuple(self.sizes[self.index[a]] for a in clique)
+                )
+                raw = np.bincount(target, weights=raw, minlength=self.size(clique)).astype(np.float64)
+            got = raw
+            self._cache[clique] = got
+        return got
+
+    def compressed(self, maps: dict[str, NDArray[np.int64]]) -> SourceMarginals:
+        names = list(self.index)
+        return SourceMarginals(self.source, [self.codings[n] for n in names], names, maps)
 
 
 def compression_maps(
@@ -445,6 +529,10 @@ class NumpyModel:
         return np.asarray(np.exp(acc - logsumexp(acc)) * self.total, dtype=np.float64).ravel()
 
 
+#: what a mechanism reads marginal counts from: cell codes in memory, or a count source
+MarginalData = Marginals | SourceMarginals
+
+
 # ------------------------------------------------------------------------------------------------
 # the generator base
 
@@ -481,11 +569,71 @@ class MarginalSynthesizer(Synthesizer):
         import_mbi()
         return super().fit(data, spec, budget, seed=seed, progress=progress)
 
+    def fit_from_source(
+        self,
+        source: CountSource,
+        budget: PrivacyBudget,
+        *,
+        seed: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Self:
+        """:meth:`fit` reading only counts from ``source`` (e.g.
+        :class:`~synth_core.warehouse_counts.WarehouseCounts`: ``GROUP BY`` inside the warehouse,
+        no row leaves it): the same releases, sensitivities and charges as :meth:`fit` on a frame."""
+        import_mbi()
+        accountant = PrivacyAccountant(budget)
+        privacy_rng = np.random.default_rng(secret_seed())
+        transformer = fit_transformer_from_counts(source, accountant, privacy_rng)
+        return self.fit_counts(source, transformer, accountant, seed=seed, progress=progress)
+
+    def fit_preprocessed(
+        self,
+        data: pd.DataFrame,
+        transformer: TableTransformer,
+        accountant: PrivacyAccountant,
+        privacy_rng: np.random.Generator,
+        *,
+        seed: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Self:
+        """As :meth:`Synthesizer.fit_preprocessed`, counting the cells straight from ``data``
+        (:class:`~synth_core.count_source.FrameCounts`): no model matrix is built."""
+        check_frame_against_spec(data, transformer.spec)
+        return self.fit_counts(
+            FrameCounts(data, transformer.spec), transformer, accountant, seed=seed, progress=progress
+        )
+
+    def fit_counts(
+        self,
+        source: CountSource,
+        transformer: TableTransformer,
+        accountant: PrivacyAccountant,
+        *,
+        seed: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Self:
+        """Measure, select and estimate from ``source``'s counts once ``transformer`` was fitted
+        under DP and charged to ``accountant`` (the path both :meth:`fit` and
+        :meth:`fit_from_source` take)."""
+        self.transformer_ = transformer
+        self.columns_ = discretize_layout(transformer, int(self.params.get("max_bins", 32)))
+        names = [c.name for c in self.columns_]
+        data = SourceMarginals(source, discrete_codings(transformer, self.columns_), names)
+        _check_every_row_counted(source, data, names)
+        self.training_ = self._fit_marginals(data, accountant, progress)
+        privacy = accountant.to_dict()
+        if privacy["epsilon"] > accountant.budget.epsilon * (1 + 1e-9):
+            raise AssertionError(
+                f"composed epsilon {privacy['epsilon']} exceeds the target {accountant.budget.epsilon}"
+            )
+        self.privacy_ = privacy
+        return self
+
     @abstractmethod
     def _run_mechanism(
         self,
         mbi: Any,
-        data: Marginals,
+        data: MarginalData,
         names: list[str],
         rho: float,
         accountant: PrivacyAccountant,
@@ -502,7 +650,7 @@ class MarginalSynthesizer(Synthesizer):
     def _measure(
         self,
         mbi: Any,
-        data: Marginals,
+        data: MarginalData,
         cliques: list[tuple[str, ...]],
         sigma: float,
         accountant: PrivacyAccountant,
@@ -525,11 +673,11 @@ class MarginalSynthesizer(Synthesizer):
     def _compress(
         self,
         mbi: Any,
-        data: Marginals,
+        data: MarginalData,
         names: list[str],
         oneway: dict[str, Any],
         sigma: dict[str, float],
-    ) -> tuple[Marginals, list[Any]]:
+    ) -> tuple[MarginalData, list[Any]]:
         """Merge low-count cells (see :func:`compression_maps`); returns the compressed data and
         the 1-way measurements re-expressed over the compressed domain."""
         ys = {name: np.asarray(m.noisy_measurement, dtype=np.float64) for name, m in oneway.items()}
@@ -543,9 +691,7 @@ class MarginalSynthesizer(Synthesizer):
             if merged[name]:
                 m = m.compress({name: maps[name]}, full_domain)
             measurements.append(m)
-        codes = np.stack([maps[n][data.codes[:, i]] for i, n in enumerate(names)], axis=1)
-        sizes = [int(maps[n].max()) + 1 for n in names]
-        return Marginals(codes, names, sizes), measurements
+        return data.compressed(maps), measurements
 
     def _estimate(
         self,
@@ -572,12 +718,20 @@ class MarginalSynthesizer(Synthesizer):
         progress: ProgressCallback | None,
     ) -> dict[str, Any]:
         assert self.transformer_ is not None
-        mbi = import_mbi()
-        started = time.perf_counter()
         self.columns_ = discretize_layout(self.transformer_, int(self.params.get("max_bins", 32)))
         names = [c.name for c in self.columns_]
         codes = encode_matrix(matrix, self.columns_, self.transformer_)
-        data = Marginals(codes, names, [c.size for c in self.columns_])
+        return self._fit_marginals(
+            Marginals(codes, names, [c.size for c in self.columns_]), accountant, progress
+        )
+
+    def _fit_marginals(
+        self, data: MarginalData, accountant: PrivacyAccountant, progress: ProgressCallback | None
+    ) -> dict[str, Any]:
+        """Run the mechanism on ``data`` (over :attr:`columns_`) and build the sampling chain."""
+        mbi = import_mbi()
+        started = time.perf_counter()
+        names = [c.name for c in self.columns_]
         rho = remaining_rho(accountant)
         noise_rng = np.random.default_rng(secret_seed())
         model, facts = self._run_mechanism(mbi, data, names, rho, accountant, noise_rng, progress)
@@ -651,3 +805,17 @@ class MarginalSynthesizer(Synthesizer):
 
 def all_pairs(names: list[str]) -> list[tuple[str, str]]:
     return list(itertools.combinations(names, 2))
+
+
+def _check_every_row_counted(source: CountSource, data: SourceMarginals, names: list[str]) -> None:
+    """Every row has a cell in every column (the matrix path's transform refuses the same rows):
+    otherwise a public domain misses values, or a NOT NULL column holds NULLs. Names the column,
+    never a value or how many rows."""
+    n = source.row_count()
+    for name in names:
+        if int(data.counts((name,)).sum()) != n:
+            raise SourceTableError(
+                f"table {source.spec.name!r}, column {name!r}: rows hold values outside the declared public "
+                "category domain, or NULLs in a column declared NOT NULL (neither the values nor how many "
+                "rows are shown: both are exact facts of the private table)"
+            )

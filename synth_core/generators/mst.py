@@ -25,7 +25,7 @@ import numpy as np
 from synth_core.dp_training import ProgressCallback
 from synth_core.errors import ParameterError
 from synth_core.generators.base import register_generator
-from synth_core.generators.marginal import Marginals, MarginalSynthesizer, all_pairs
+from synth_core.generators.marginal import MarginalData, MarginalSynthesizer, all_pairs
 from synth_core.privacy import PrivacyAccountant
 
 
@@ -47,7 +47,7 @@ class MSTSynthesizer(MarginalSynthesizer):
     def _run_mechanism(
         self,
         mbi: Any,
-        data: Marginals,
+        data: MarginalData,
         names: list[str],
         rho: float,
         accountant: PrivacyAccountant,
@@ -82,7 +82,7 @@ class MSTSynthesizer(MarginalSynthesizer):
 
     @staticmethod
     def _select_tree(
-        data: Marginals,
+        data: MarginalData,
         names: list[str],
         oneway: list[Any],
         rho: float,
