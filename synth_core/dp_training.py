@@ -50,7 +50,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from synth_core.errors import ParameterError
-from synth_core.privacy import PrivacyAccountant, local_secret_seed, secret_seed, sgm_rdp
+from synth_core.privacy import PrivacyAccountant, local_secret_seed, secret_seed
 
 log = logging.getLogger("synth_core.training")
 
@@ -358,7 +358,7 @@ class PrivateTrainer:
     @property
     def epsilon_so_far(self) -> float:
         """Composed ε of the release if training stopped now."""
-        return self.accountant.epsilon(sgm_rdp(self.sample_rate, self.noise_multiplier, self.steps))
+        return self.accountant.epsilon_with_sgd(self.sample_rate, self.noise_multiplier, self.steps)
 
     def batches(self, epochs: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """``(epoch, batch)`` over the Poisson-sampled private rows (batch on the device).
