@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS := constraints/constraints-3.11.txt
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test lint typecheck pytest install install-test chromium clean bench-smartnoise-venv
+.PHONY: demo test lint typecheck docs pytest install install-test chromium clean bench-smartnoise-venv
 
 # The stack (torch first, then everything under the tested constraints) is installed once per
 # change of pyproject.toml or the constraints; the project itself is reinstalled on every run
@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(VENV)/.stack-installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet -c $(CONSTRAINTS) ".[test,postgres,mysql,s3,dbt,lineage,kubernetes,transformers,marginal]"
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) ".[test,postgres,mysql,s3,dbt,lineage,kubernetes,transformers,marginal,docs]"
 	touch $@
 
 install: $(VENV)/.stack-installed
@@ -48,6 +48,12 @@ chromium:
 	  fi; \
 	fi
 
+# the documentation site (mkdocs.yml, docs/) into the git-ignored site/; --strict: a warning (a broken
+# link, an unparsable docstring) fails the build. Offline: nothing is fetched.
+MKDOCS_BUILD := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+docs: install
+	$(MKDOCS_BUILD)
+
 pytest: chromium install
 	$(BIN)/pytest
 
@@ -56,6 +62,7 @@ test: chromium install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MKDOCS_BUILD)
 	$(BIN)/pytest
 
 # SmartNoise (compared side by side in benchmarks/generators.py) pins opacus<0.15 and mbi<2, so it
@@ -71,4 +78,4 @@ $(SN_VENV)/.installed: benchmarks/smartnoise-constraints.txt
 bench-smartnoise-venv: $(SN_VENV)/.installed
 
 clean:
-	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache test-artifacts site
