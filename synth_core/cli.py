@@ -859,6 +859,18 @@ def _staged_split(
     return None
 
 
+def _bundle_and_synthetic(
+    store: ObjectStore, args: argparse.Namespace
+) -> tuple[ModelBundle, str, pd.DataFrame]:
+    """``--model``'s bundle, ``--synthetic``'s URI and rows (exit 2 naming a missing file)."""
+    bundle = read_bundle(store, args.model)
+    synthetic_uri = _uri(args.synthetic)
+    try:
+        return bundle, synthetic_uri, store.read_parquet(synthetic_uri)
+    except FileNotFoundError:
+        raise CLIError(f"synthetic file not found: {synthetic_uri}") from None
+
+
 def cmd_validate(args: argparse.Namespace, env: Env) -> int:
     import tempfile
 
@@ -866,12 +878,7 @@ def cmd_validate(args: argparse.Namespace, env: Env) -> int:
     from synth_core.pipeline.validate import run_gate
 
     store = env.store
-    bundle = read_bundle(store, args.model)
-    synthetic_uri = _uri(args.synthetic)
-    try:
-        frame = store.read_parquet(synthetic_uri)
-    except FileNotFoundError:
-        raise CLIError(f"synthetic file not found: {synthetic_uri}") from None
+    bundle, synthetic_uri, frame = _bundle_and_synthetic(store, args)
     gate = GateJob.from_mapping(
         job_fields_from_args(args, GateJob), enforce_privacy_thresholds=not args.no_privacy_thresholds
     )
@@ -981,12 +988,7 @@ def cmd_publish(args: argparse.Namespace, env: Env) -> int:
 
 def cmd_report(args: argparse.Namespace, env: Env) -> int:
     store = env.store
-    bundle = read_bundle(store, args.model)
-    synthetic_uri = _uri(args.synthetic)
-    try:
-        frame = store.read_parquet(synthetic_uri)
-    except FileNotFoundError:
-        raise CLIError(f"synthetic file not found: {synthetic_uri}") from None
+    bundle, synthetic_uri, frame = _bundle_and_synthetic(store, args)
     uri = _write_report(store, bundle, frame, synthetic_uri, _uri(args.output))
     _out(f"report   {uri}")
     return EXIT_OK

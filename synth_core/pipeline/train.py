@@ -65,6 +65,24 @@ def plan_train(
     return TrainPlan(job, synth, spec)
 
 
+def check_delta_below_one_over_n(delta: float, dp_rows: float, table: str) -> None:
+    """Refuse a release whose δ is not below 1/n, n the table's DP row count: with δ ≥ 1/n a
+    mechanism may publish one whole row and still meet (ε, δ). Runs right after the fit, before the
+    bundle is saved (the spend stands: the rows were read; nothing is released).
+
+    Raises:
+        ParameterError: naming the table, δ and 1/n (n is a DP output: it may be shown).
+    """
+    from synth_core.errors import ParameterError
+
+    n = max(float(dp_rows), 1.0)
+    if delta >= 1.0 / n:
+        raise ParameterError(
+            f"table {table!r}: delta={delta:.3g} is not below 1/n = {1.0 / n:.3g} (n = {n:.0f}, the DP row "
+            "count): choose a smaller delta; nothing is released"
+        )
+
+
 def build_generator(job: TrainJob) -> Synthesizer:
     """The job's generator, built from its parameters after the boundary's size limits (no store,
     no row: the pod operator runs this in the Airflow task before it reserves)."""
@@ -92,6 +110,7 @@ def fit_and_save(
     synth.fit(train, plan.spec, job.budget(), **kwargs)
     seconds = time.monotonic() - started
     assert synth.privacy_ is not None and synth.transformer_ is not None
+    check_delta_below_one_over_n(job.delta, synth.transformer_.dp_row_count, job.source_table)
     model_uri = synth.save(job.model_uri, store=store) if save else job.model_uri
     # generator="auto" picks one at fit time: report the one trained, and why
     choice = (synth.training_ or {}).get("auto")
