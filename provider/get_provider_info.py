@@ -26,6 +26,7 @@ def get_provider_info() -> dict[str, Any]:
         "hooks": [{"integration-name": "dpsynth", "python-modules": ["synth_provider.hooks.dpsynth"]}],
         "connection-types": [connection_type_info()],
         "extra-links": ["synth_provider.links.report.SyntheticDataReportLink"],
+        "plugins": [{"name": "dpsynth", "plugin-class": "synth_provider.plugins.plugin.DPSynthPlugin"}],
         "config": {
             "dpsynth": {
                 "description": "Defaults of the dpsynth provider (the embedded warehouse, object store and ledger).",
@@ -44,6 +45,14 @@ def get_provider_info() -> dict[str, Any]:
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "s3://my-bucket/dpsynth",
+                        "default": "",
+                    },
+                    "ui_conn_id": {
+                        "description": "A dpsynth connection the privacy-budget page of the Airflow UI reads "
+                        "its ledger and object store through. Empty: the other options of this section.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "dpsynth_default",
                         "default": "",
                     },
                     "ledger_uri": {
