@@ -54,8 +54,8 @@ def dbt_executable() -> str:
 
 @task
 def dbt_build(object_store_uri: str, dbt_schema: str, triggering_asset_events: Any = None) -> dict[str, Any]:
-    """``dbt build`` of :data:`DBT_PROJECT` on the live release; returns its run id and the
-    number of dbt nodes per status (``{"pass": 31, "warn": 1}``)."""
+    """``dbt build`` of :data:`DBT_PROJECT` on the live release; returns the release's run id and
+    the number of dbt nodes per status (models ``success``, tests ``pass``/``warn``)."""
     import json
     import logging
     import os
