@@ -34,6 +34,7 @@ from test_report_browser import (  # noqa: F401  (browser and chromium are fixtu
 
 from synth_core.ledger import PrivacyLedger
 from synth_core.object_store import ObjectStore, as_uri, join_uri
+from synth_provider.links.report import report_link
 from synth_provider.plugins.budget_view import render_overview_html
 
 TABLE = "adult_synthetic"
@@ -222,6 +223,35 @@ def test_budgets_spends_refreshes_and_releases_from_the_ledger_and_store(api_ser
     )
     for missing in ("other_table", "..%2F..%2Fledger.db", "%2E%2E"):
         assert _get(f"{api_server}/dpsynth/report/{missing}", token)[0] == 404, missing
+
+
+def test_a_runs_report_opens_through_the_api_server_and_nothing_else_does(
+    api_server: str, token: str, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from urllib.parse import quote
+
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", api_server)  # as the api-server is configured
+
+    root = as_uri(home / "objects")
+    report = join_uri(root, "published", TABLE, "run0", "report.html")
+    link = report_link(report)  # what the task's "Synthetic data report" extra link opens
+    assert link == f"{api_server}/dpsynth/report-file?uri={quote(report, safe='')}"
+    status, _, body = _get(link, token)
+    assert status == 200 and body.decode() == REPORT_HTML
+    for outside in (
+        as_uri(home / "ledger.db"),
+        "file:///etc/passwd",
+        join_uri(root, "published", TABLE, "run0", "_manifest.json"),  # not a report
+        root + "/reports/../../ledger.db/report.html",  # '..' is refused, never resolved
+        as_uri(home.parent / "report.html"),
+        "s3://another-bucket/reports/report.html",
+    ):
+        assert _get(f"{api_server}/dpsynth/report-file?uri={quote(outside, safe='')}", token)[0] == 404, (
+            outside
+        )
+    # an HTTPS link pushed by an older version stays as it was
+    assert report_link("https://s3.example/x?X-Amz-Signature=1") == "https://s3.example/x?X-Amz-Signature=1"
+    assert report_link(None) == ""
 
 
 def test_the_page_renders_in_headless_chromium(

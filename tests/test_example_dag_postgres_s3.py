@@ -150,7 +150,8 @@ def test_refresh_publishes_to_postgres_and_s3(refresh: Run) -> None:
         ].read()
     )
     assert latest["run_id"] == run_id
-    # the report's extra link is a presigned HTTPS URL that opens without credentials
+    # the report's extra link opens it through the api-server, presigned when clicked
+    import urllib.parse
     import urllib.request
 
     db = sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db")
@@ -159,7 +160,15 @@ def test_refresh_publishes_to_postgres_and_s3(refresh: Run) -> None:
         "AND task_id LIKE '%publish' ORDER BY timestamp DESC LIMIT 1"
     ).fetchone()
     db.close()
-    url = json.loads(url)
+    # (the task pushes the report's URI; the dpsynth UI plugin presigns it when the link is clicked)
+    from synth_provider.links.report import report_link
+
+    uri = json.loads(url)
+    assert uri.startswith(f"s3://{refresh.bucket}/") and uri.endswith("/report.html")
+    assert report_link(uri).endswith("/dpsynth/report-file?uri=" + urllib.parse.quote(uri, safe=""))
+    from synth_core.object_store import ObjectStore
+
+    url = ObjectStore(refresh.s3.options()).presigned_url(uri, 900)
     assert url.startswith(refresh.s3.endpoint_url) and "Signature" in url
     with urllib.request.urlopen(url, timeout=10) as resp:
         assert b"<html" in resp.read(2000).lower()
@@ -218,3 +227,33 @@ def test_dbt_runs_on_the_published_sources_yml(refresh: Run, tmp_path: Path) -> 
     assert {r["status"] for r in results["results"]} == {"pass"}
     # a second publish over the dbt view (synthetic.adult now has a dependent view) still works:
     # covered by tests/test_warehouse_servers.py::test_postgres_publish_keeps_dependent_views
+
+
+def test_the_downstream_dbt_dag_builds_on_the_live_release(refresh: Run) -> None:
+    """dags/example_dbt_on_synthetic_adult.py (scheduled on the alias this refresh publishes
+    through) run with ``airflow dags test``: dbt build with the release's own sources.yml."""
+    assert refresh.state == "success"
+    airflow = Path(sys.executable).with_name("airflow")
+    proc = subprocess.run(
+        [str(airflow), "dags", "test", "example_dbt_on_synthetic_adult"],
+        env=refresh.env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    logs = proc.stdout + proc.stderr
+    db = sqlite3.connect(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db")
+    (state,) = db.execute(
+        "SELECT state FROM dag_run WHERE dag_id = 'example_dbt_on_synthetic_adult' ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    (value,) = db.execute(
+        "SELECT value FROM xcom WHERE dag_id = 'example_dbt_on_synthetic_adult' AND key = 'return_value' "
+        "ORDER BY timestamp DESC LIMIT 1"
+    ).fetchone()
+    db.close()
+    assert state == "success", logs[-4000:]
+    built = json.loads(value)
+    assert built["run_id"] == _manifest(refresh)["run_id"]  # the live release was built on
+    # the release's source tests (not_null, accepted_values...) and the project's model and tests ran
+    assert built["results"].get("success") == 1 and built["results"].get("pass", 0) > 10, built
+    assert not {"fail", "error"} & set(built["results"]), built
+    with _engine(refresh).connect() as conn:
+        rows = conn.exec_driver_sql("SELECT education, people FROM analytics.income_by_education").fetchall()
+    assert sum(people for _, people in rows) == NUM_ROWS and len({e for e, _ in rows}) == len(rows)

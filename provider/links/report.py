@@ -1,4 +1,10 @@
-"""The "Synthetic data report" extra link on the validate and publish operators."""
+"""The "Synthetic data report" extra link on the validate and publish operators.
+
+The task pushes its report's object URI; the link opens it through the api-server's dpsynth plugin
+(:mod:`synth_provider.plugins.budget_view`): a ``file://`` report is served by the api-server (a
+browser will not open ``file://`` from the web UI) and an S3 report is presigned when the link is
+clicked, not when the task ran (so the link does not expire).
+"""
 
 from __future__ import annotations
 
@@ -10,30 +16,33 @@ from airflow.sdk.bases.xcom import BaseXCom
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-#: XCom key the operators push the report's URL under
+#: XCom key the operators push the report's object URI under
 REPORT_URL_XCOM_KEY = "dpsynth_report_url"
-#: lifetime of a presigned S3 link to the report (seconds; S3 allows at most 7 days)
-PRESIGNED_SECONDS = 7 * 24 * 3600
 
 
 class SyntheticDataReportLink(BaseOperatorLink):
-    """Opens the release's shareable report: a ``file://`` URL, or a presigned HTTPS URL for S3."""
+    """Opens the release's shareable report through the api-server (see the module docstring)."""
 
     name: ClassVar[str] = "Synthetic data report"
 
     def get_link(self, operator: Any, *, ti_key: Any) -> str:
-        url = BaseXCom.get_value(ti_key=ti_key, key=REPORT_URL_XCOM_KEY)
-        return str(url) if url else ""
+        return report_link(BaseXCom.get_value(ti_key=ti_key, key=REPORT_URL_XCOM_KEY))
+
+
+def report_link(pushed: Any) -> str:
+    """The link for what a task pushed: an object URI becomes the plugin's report page; anything
+    else (an HTTPS URL an older version presigned) is returned as it is."""
+    from synth_provider.plugins.budget_view import report_page_url
+
+    if not pushed:
+        return ""
+    text = str(pushed)
+    return report_page_url(text) if text.startswith(("file://", "s3://")) else text
 
 
 def persist_report_url(context: Context, store: Any, report_uri: str) -> str:
-    """Push the link target to XCom: S3 reports get a presigned URL, local ones their file URI."""
-    url = (
-        store.presigned_url(report_uri, expires_s=PRESIGNED_SECONDS)
-        if report_uri.startswith("s3://")
-        else report_uri
-    )
+    """Push the report's object URI to XCom for the link (``store`` is kept for the callers)."""
     ti = context.get("ti")
     if ti is not None:  # absent when an operator's execute() is called outside a task run
-        ti.xcom_push(key=REPORT_URL_XCOM_KEY, value=url)
-    return str(url)
+        ti.xcom_push(key=REPORT_URL_XCOM_KEY, value=report_uri)
+    return report_uri

@@ -7,7 +7,9 @@ generator, ε, δ, run, time) with its history and a link to its shareable repor
 ``GET /dpsynth/api/overview`` is the same as JSON. ``GET /dpsynth/report/{table}`` serves the live
 release's shareable report through the api-server: read from a ``file://`` store (so the link works
 from a browser that cannot open ``file://``), or redirected to an S3 URL presigned at the click
-(valid 15 minutes).
+(valid 15 minutes). ``GET /dpsynth/report-file?uri=...`` does the same for one run's report (the
+"Synthetic data report" extra link of the validate and publish tasks points there): only a
+``report.html`` under the store's ``reports/`` or ``published/`` folders is served.
 
 Every route requires an authenticated Airflow user (the UI's JWT cookie, or a bearer token). What
 the page shows is public by construction: ledger amounts and run ids, the published manifests and
@@ -110,6 +112,34 @@ def _latest_files(store: Any, published: str) -> dict[str, str]:
         if len(parts) == 2 and parts[1] == _LATEST:
             out[parts[0]] = uri
     return out
+
+
+def run_report_uri(hook: DPSynthHook, uri: str) -> str | None:
+    """``uri`` if it names a shareable report of the store (``reports/…/report.html`` or
+    ``published/…/report.html`` under the root), else ``None``."""
+    from synth_core.errors import ParameterError
+    from synth_core.object_store import is_under, join_uri, split_uri
+
+    root = hook.object_store_root()
+    if not isinstance(uri, str) or not uri.endswith("/report.html"):
+        return None
+    try:
+        split_uri(uri)  # a literal file:// or s3:// URI without '..' segments
+        inside = any(is_under(uri, join_uri(root, folder)) for folder in ("reports", "published"))
+    except ParameterError:
+        return None
+    return uri if inside else None
+
+
+def report_page_url(report_uri: str) -> str:
+    """Where the Airflow UI opens ``report_uri``: this app's ``report-file`` route, under
+    ``[api] base_url`` (relative to the UI when unset)."""
+    from urllib.parse import quote
+
+    from airflow.sdk import conf
+
+    base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+    return f"{base}{URL_PREFIX}/report-file?uri={quote(report_uri, safe='')}"
 
 
 def live_report_uri(hook: DPSynthHook, table: str) -> str | None:
@@ -250,16 +280,31 @@ def create_app() -> FastAPI:
     def overview_json() -> JSONResponse:
         return JSONResponse(collect_overview(make_hook()), headers={"Cache-Control": "no-store"})
 
+    def serve(hook: DPSynthHook, uri: str) -> Response:
+        store = hook.get_object_store()
+        if uri.startswith("s3://"):
+            return RedirectResponse(store.presigned_url(uri, PRESIGN_SECONDS), status_code=307)
+        try:
+            body = store.get_bytes(uri)
+        except FileNotFoundError:
+            raise HTTPException(status_code=404, detail="the report is gone") from None
+        return Response(body, media_type="text/html; charset=utf-8", headers=headers)
+
     @app.get("/report/{table}")
-    def report(table: str) -> Response:
+    def live_report(table: str) -> Response:
         hook = make_hook()
         uri = live_report_uri(hook, table)
         if uri is None:
             raise HTTPException(status_code=404, detail="no published table with a report by that name")
-        store = hook.get_object_store()
-        if uri.startswith("s3://"):
-            return RedirectResponse(store.presigned_url(uri, PRESIGN_SECONDS), status_code=307)
-        return Response(store.get_bytes(uri), media_type="text/html; charset=utf-8", headers=headers)
+        return serve(hook, uri)
+
+    @app.get("/report-file")
+    def run_report(uri: str) -> Response:
+        hook = make_hook()
+        checked = run_report_uri(hook, uri)
+        if checked is None:
+            raise HTTPException(status_code=404, detail="not a report of this object store")
+        return serve(hook, checked)
 
     return app
 
@@ -272,4 +317,6 @@ __all__ = [
     "live_report_uri",
     "make_hook",
     "render_overview_html",
+    "report_page_url",
+    "run_report_uri",
 ]
