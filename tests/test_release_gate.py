@@ -215,5 +215,7 @@ def test_a_resample_only_refresh_spends_nothing_and_publishes_new_rows(refresh: 
     (entry,) = [e for e in ledger.entries("adult") if e["run_id"] == "resample-1"]
     assert entry["entry_type"] == "resample" and entry["epsilon"] == 0.0
     # the live release's model is what was re-sampled
-    latest = json.loads((refresh.home / "objects" / "published" / "adult_synthetic" / "_latest.json").read_text())
+    latest = json.loads(
+        (refresh.home / "objects" / "published" / "adult_synthetic" / "_latest.json").read_text()
+    )
     assert latest["run_id"] == "resample-1" and latest["model_uri"] == synthetic["model_uri"]
