@@ -50,7 +50,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from synth_core.errors import ParameterError
-from synth_core.privacy import PrivacyAccountant, local_secret_seed, secret_seed
+from synth_core.privacy import PrivacyAccountant, local_secret_seed, secret_seed, sgm_rdp
 
 log = logging.getLogger("synth_core.training")
 
@@ -357,8 +357,12 @@ class PrivateTrainer:
 
     @property
     def epsilon_so_far(self) -> float:
-        """Composed ε of the release if training stopped now."""
-        return self.accountant.epsilon_with_sgd(self.sample_rate, self.noise_multiplier, self.steps)
+        """Composed ε of the release if training stopped now (an upper bound, cheap every epoch):
+        the RDP bound of the steps taken, or the PLD bound of the planned steps, which calibration
+        computed already and which bounds every prefix of them (ε grows with the steps)."""
+        q, sigma, acc = self.sample_rate, self.noise_multiplier, self.accountant
+        rdp = acc.epsilon(sgm_rdp(q, sigma, self.steps))
+        return min(rdp, acc.epsilon_with_sgd(q, sigma, max(self.steps, self.planned_steps)))
 
     def batches(self, epochs: int | None = None) -> Iterator[tuple[int, torch.Tensor]]:
         """``(epoch, batch)`` over the Poisson-sampled private rows (batch on the device).
