@@ -117,15 +117,21 @@ def _rows(seed: int) -> list[dict[str, Any]]:
 def _spec() -> TableSpec:
     return TableSpec(
         name=TABLE,
-        columns=[
+        columns=(
             ColumnSpec("plan", ColumnKind.CATEGORICAL, nullable=True),
             ColumnSpec("age", ColumnKind.INTEGER, nullable=False),
             ColumnSpec("spend", ColumnKind.NUMERIC, nullable=True),
             ColumnSpec("joined", ColumnKind.DATETIME, nullable=False, resolution="day"),
-            ColumnSpec("visit", ColumnKind.DATETIME, nullable=False, resolution="day"),
+            ColumnSpec(
+                "visit",
+                ColumnKind.DATETIME,
+                nullable=False,
+                resolution="day",
+                datetime_range=(dt.datetime(2019, 3, 1), dt.datetime(2019, 7, 1)),
+            ),
             ColumnSpec("active", ColumnKind.BOOLEAN, nullable=False),
             ColumnSpec("region", ColumnKind.CATEGORICAL, nullable=False, categories=(1, 2, 3)),
-        ],
+        ),
     )
 
 
@@ -175,7 +181,7 @@ def test_sql_counts_equal_the_in_memory_counts_for_every_question(
     mem_transformer, mem_releases = _noiseless_transformer(mem)
     _same_releases(sql_releases, mem_releases)
     assert {r.release.name for r in sql_releases} >= {
-        "row_count", "range:spend", "quantiles:spend", "range:joined", "quantiles:visit",
+        "row_count", "range:spend", "quantiles:spend", "range:joined", "quantiles:joined", "quantiles:visit",
         "categories:plan", "marginal:region", "marginal:active",
     }  # fmt: skip
     assert transformer.to_dict() == mem_transformer.to_dict()
@@ -207,8 +213,12 @@ def test_generators_make_the_same_releases_from_the_warehouse(
     warehouse: tuple[sa.engine.Engine, str | None], generator: str
 ) -> None:
     """Noise off: every release AIM/MST make (preprocessing, 1-way, selections, measured
-    marginals) noises the same exact values with the same declared sensitivity and charge."""
+    marginals) noises the same exact values with the same declared sensitivity and charge.
+    (AIM on PostgreSQL only: its rounds ask the same kind of marginals MST and the count test
+    already check on every dialect, and each round recompiles a JAX model.)"""
     engine, schema = warehouse
+    if generator == "aim" and engine.dialect.name != "postgresql":
+        pytest.skip("AIM's releases are compared on PostgreSQL; the counts on every dialect")
     sql, mem = _load(engine, schema)
     params: dict[str, Any] = {"max_bins": 6, "iters": 50}
     if generator == "aim":
