@@ -87,13 +87,8 @@ def synthesize_table_task_group(
     Tasks: ``extract``, ``train``, ``sample``, ``validate``, ``publish``.
     """
     _check_literal_budget(epsilon, delta)
-    common = {
-        "warehouse_conn_id": warehouse_conn_id,
-        "object_store_uri": object_store_uri,
-        "aws_conn_id": aws_conn_id,
-        "ledger_uri": ledger_uri,
-        **task_kwargs,
-    }
+    common = {"warehouse_conn_id": warehouse_conn_id, "object_store_uri": object_store_uri,
+              "aws_conn_id": aws_conn_id, "ledger_uri": ledger_uri, **task_kwargs}  # fmt: skip
     safe_name = source_table.replace(".", "__")
     with TaskGroup(group_id=group_id or f"synthesize_{safe_name}") as group:
         extract = ExtractTableOperator(
@@ -197,13 +192,8 @@ def resample_table_task_group(
     domains, DP NULL rates; the real-data privacy evaluation of the model's release stands) →
     ``publish`` (same atomic swap, Parquet, dbt sources, manifest, Asset event as a refresh).
     """
-    common = {
-        "warehouse_conn_id": warehouse_conn_id,
-        "object_store_uri": object_store_uri,
-        "aws_conn_id": aws_conn_id,
-        "ledger_uri": ledger_uri,
-        **task_kwargs,
-    }
+    common = {"warehouse_conn_id": warehouse_conn_id, "object_store_uri": object_store_uri,
+              "aws_conn_id": aws_conn_id, "ledger_uri": ledger_uri, **task_kwargs}  # fmt: skip
     safe_name = source_table.replace(".", "__")
     with TaskGroup(group_id=group_id or f"resample_{safe_name}") as group:
         sample = SampleSynthesizerOperator(

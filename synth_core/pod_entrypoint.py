@@ -17,9 +17,9 @@ Inputs come from a JSON job (``--job FILE`` or ``--job-json TEXT``), arguments o
         --output-uri s3://b/synthetic/adult/r1/part-00000.parquet --seed 1
     dpsynth-sample --job shard.json          # {"model_uri", "output_prefix", "shard": {...}}
 
-Train job keys: ``staged`` (the extract task's manifest: ``train_uri``, ``spec_uri``,
-``holdout_fraction``) or ``train_uri`` + ``spec_uri``/``spec``; ``epsilon``, ``delta``,
-``preprocessing_fraction``; ``generator``, ``generator_params``; ``seed``; ``model_uri``.
+Train job: :class:`synth_core.pipeline.jobs.TrainJob` (``TrainJob.to_dict()``, what the pod operator
+sends; every field is also an option ``--field-name``); a job file may nest the extract task's
+manifest under ``staged``.
 Sample job keys: ``model_uri``; ``rows`` + ``output_uri`` + ``seed``, or ``shard`` (one entry of
 :func:`synth_core.shards.plan_shards`) + ``output_prefix``; ``chunk_rows``.
 

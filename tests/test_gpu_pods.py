@@ -196,7 +196,7 @@ def test_entrypoint_trains_and_samples_from_staged_parquet_and_the_operators_xco
     )
     returned = json.loads(train_xcom.read_text())
     assert returned["model_uri"] == model_uri and ObjectStore().exists(model_uri)
-    assert returned["source_table"] == "adult" and returned["rows_trained"] == 2_000
+    assert returned["source_table"] == "adult" and "rows_trained" not in returned  # no exact count leaves
     assert 0 < returned["epsilon"] <= 2.0 and returned["delta"] <= 1e-6 + 1e-12
     assert returned["training"]["world_size"] == 1 and returned["training"]["steps"] > 0
     assert returned["dp_source_rows"] > 0
@@ -329,7 +329,7 @@ def test_a_deferred_train_pod_keeps_its_reservation_across_the_trigger_and_settl
 
     manifest = {
         "model_uri": f"{ROOT}/models/adult/r1/model.dpsynth.zip", "source_table": "adult", "generator": "dp_tvae",
-        "epsilon": 2.91, "delta": 1e-6, "rows_trained": 26000, "dp_source_rows": 26010,
+        "epsilon": 2.91, "delta": 1e-6, "dp_source_rows": 26010,
         "training": {"world_size": 1, "steps": 900}, "target_epsilon": 3.0,
     }  # fmt: skip
     events: list[dict[str, Any]] = []

@@ -283,11 +283,6 @@ def test_no_exact_count_leaves_the_sensitive_zone(releases: dict[str, Release], 
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline (synth_core/pipeline/train.py, records.py): the train manifest and the train step's "
-    "--json/XCom still carry rows_trained = len(train), the exact number of training rows",
-)
 @pytest.mark.parametrize("run", ["n", "n+1"])
 def test_no_exact_count_in_the_train_manifest(releases: dict[str, Release], run: str) -> None:
     release = releases[run]

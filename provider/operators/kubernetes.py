@@ -200,7 +200,7 @@ class TrainSynthesizerPodOperator(_DPSynthPodOperator):
         ``service_account_name``, ``startup_timeout_seconds``, ``on_finish_action``...).
 
     Returns (XCom): the pod's manifest (``model_uri``, ``generator``, ``epsilon``, ``delta``,
-    ``target_epsilon``, ``rows_trained``, ``dp_source_rows``, ``source_table``, ``training``) plus
+    ``target_epsilon``, ``dp_source_rows``, ``source_table``, ``training``) plus
     ``reservation_id``.
     """
 

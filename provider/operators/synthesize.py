@@ -1,13 +1,8 @@
 """Operators of one synthetic-table refresh: extract → train → sample → validate → publish.
 
-Tasks hand each other small manifests through XCom (URIs, row counts, ε, δ), never data.
-Where things live (``{root}`` is the object store root, ``{run}`` the run id made path-safe)::
-
-    {root}/staging/{table}/{run}/   train.parquet, holdout.parquet, spec.yaml   (private: real rows)
-    {root}/models/{table}/{run}/    model.dpsynth.zip                           (DP model bundle)
-    {root}/synthetic/{table}/{run}/ part-00000.parquet
-    {root}/reports/{table}/{run}/   report.html, validation.json
-    {root}/published/{table}/{run}/ {table}.parquet, _manifest.json (written last)
+Each operator is a thin adapter over one step of :mod:`synth_core.pipeline` (argument handling,
+logging, error mapping). Tasks hand each other small manifests through XCom (URIs, DP counts, ε,
+δ), never data. Where things live: :class:`synth_core.pipeline.layout.RunLayout`.
 
 Errors retrying cannot fix (bad spec or parameter, missing/empty table, exhausted budget, failed
 validation) raise ``AirflowFailException``; anything else (a warehouse or store outage) is raised

@@ -104,7 +104,8 @@ class ModelBundle:
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """What a training run produced (the train step's XCom; the pod's ``return.json``)."""
+    """What a training run produced (the train step's XCom; the pod's ``return.json``): public
+    configuration and DP outputs only — no exact row count (``dp_source_rows`` is the DP one)."""
 
     source_table: str
     model_uri: str
@@ -114,13 +115,12 @@ class TrainedModel:
     delta: float
     target_epsilon: float
     target_delta: float
-    rows_trained: int
     dp_source_rows: int
     generator_choice: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
 
     #: keys a manifest must hold to be read back (the pod operator checks the pod's return.json)
-    REQUIRED = ("source_table", "model_uri", "generator", "epsilon", "delta", "rows_trained")
+    REQUIRED = ("source_table", "model_uri", "generator", "epsilon", "delta")
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -148,7 +148,6 @@ class TrainedModel:
                 delta=delta,
                 target_epsilon=float(values.get("target_epsilon") or epsilon),
                 target_delta=float(values.get("target_delta") or delta),
-                rows_trained=int(values["rows_trained"]),
                 dp_source_rows=int(values.get("dp_source_rows") or 0),
                 generator_choice=values.get("generator_choice"),
                 training=dict(values.get("training") or {}),

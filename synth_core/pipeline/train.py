@@ -125,7 +125,6 @@ def fit_and_save(
         delta=float(synth.privacy_["delta"]),
         target_epsilon=job.epsilon,
         target_delta=job.delta,
-        rows_trained=len(train),
         dp_source_rows=dp_source_rows(synth.transformer_.dp_row_count, job.holdout_fraction),
         training={**training, "seconds_total": round(seconds, 2)},
     )
