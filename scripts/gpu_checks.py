@@ -102,7 +102,7 @@ def check_physical_batches() -> list[dict[str, Any]]:
             config = DPSGDConfig(epochs=3, batch_size=200, learning_rate=1e-2, grad_sample_mode=mode,
                                  device="cuda", max_physical_batch_size=physical)  # fmt: skip
             with shared_secret_seeds(b"k" * 32):
-                result = train_with_dp_sgd(model, _MSE(), data, accountant, config, seed=0)
+                result = train_with_dp_sgd(model, _MSE(), data, accountant, config, row_count=len(data))
             runs.append((model, result, accountant.epsilon()))
         (a, ra, ea), (b, rb, eb) = runs
         with torch.no_grad():
