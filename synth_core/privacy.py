@@ -416,11 +416,10 @@ class PrivacyAccountant:
     def __init__(self, budget: PrivacyBudget) -> None:
         self.budget = budget
         self.spends: list[MechanismSpend] = []
-        # a fraction of the ρ that Gaussian parts alone may spend: μ²/2 of the Gaussian whose exact
-        # ε(δ) is the target (larger than the RDP-converted ρ of :func:`zcdp_rho_for`)
-        self.preprocessing_rho = budget.preprocessing_fraction * gaussian_rho_for(
-            budget.epsilon, budget.delta
-        )
+        # a share of the RDP-converted ρ (not of the larger :func:`gaussian_rho_for`): releases whose
+        # other parts are composed in zCDP (AIM's and MST's picks) would otherwise lose budget to
+        # preprocessing; under the PLD the gain goes to DP-SGD's noise, preprocessing is unchanged
+        self.preprocessing_rho = budget.preprocessing_fraction * zcdp_rho_for(budget.epsilon, budget.delta)
 
     # -- releases: declared sensitivity → charge → noise ------------------------------------------
     def declare_gaussian(
