@@ -358,11 +358,21 @@ class TableEncoder:
         return out
 
 
+def _subsample_index(n: int, max_rows: int | None, rng: np.random.Generator) -> NDArray[np.int64] | None:
+    """Sorted positions of a seeded subsample of ``max_rows`` of ``n`` rows, or ``None`` (keep all;
+    draws nothing from ``rng``)."""
+    if max_rows is None or n <= max_rows:
+        return None
+    return np.sort(rng.choice(n, size=max_rows, replace=False))
+
+
 def _subsample(frame: pd.DataFrame, max_rows: int | None, rng: np.random.Generator) -> pd.DataFrame:
-    if max_rows is None or len(frame) <= max_rows:
-        return frame
-    idx = np.sort(rng.choice(len(frame), size=max_rows, replace=False))
-    return frame.iloc[idx]
+    idx = _subsample_index(len(frame), max_rows, rng)
+    return frame if idx is None else frame.iloc[idx]
+
+
+def _rows(matrix: NDArray[np.float64], idx: NDArray[np.int64] | None) -> NDArray[np.float64]:
+    return matrix if idx is None else matrix[idx]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -617,6 +627,13 @@ def dcr_share(
         Distances are in encoded units (each column adds at most about 1 to the squared distance).
     """
     d_train, d_hold, m = dcr_distances(synth, real_train, real_holdout, spec, max_rows, seed)
+    return _dcr_summary(d_train, d_hold, m, tie_tolerance)
+
+
+def _dcr_summary(
+    d_train: NDArray[np.float64], d_hold: NDArray[np.float64], m: int, tie_tolerance: float = 1e-9
+) -> dict[str, Any]:
+    """:func:`dcr_share`'s result from its per-synthetic-row distances."""
     tie = np.abs(d_train - d_hold) <= tie_tolerance
     closer = (d_train < d_hold) & ~tie
     share = float(closer.mean() + 0.5 * tie.mean())
@@ -652,8 +669,6 @@ def membership_inference_auc(
     Returns:
         ``{"auc": float, "n_members": int, "n_synthetic": int}``.
     """
-    from sklearn.metrics import roc_auc_score
-
     rng = np.random.default_rng(seed)
     names = metric_columns(spec, real_train)
     m = min(len(real_train), len(real_holdout), max_rows)
@@ -666,9 +681,15 @@ def membership_inference_auc(
     ref = enc.transform(reference)
     d_in = _nearest(ref, enc.transform(members), 1)[:, 0]
     d_out = _nearest(ref, enc.transform(non_members), 1)[:, 0]
-    labels = np.concatenate([np.ones(m), np.zeros(m)])
-    auc = float(roc_auc_score(labels, -np.concatenate([d_in, d_out])))
-    return {"auc": auc, "n_members": int(m), "n_synthetic": len(reference)}
+    return {"auc": _attack_auc(d_in, d_out), "n_members": int(m), "n_synthetic": len(reference)}
+
+
+def _attack_auc(d_in: NDArray[np.float64], d_out: NDArray[np.float64]) -> float:
+    """ROC AUC of the score −distance for members (``d_in``) against non-members (``d_out``)."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.concatenate([np.ones(len(d_in)), np.zeros(len(d_out))])
+    return float(roc_auc_score(labels, -np.concatenate([d_in, d_out])))
 
 
 def nndr_ratios(
@@ -687,10 +708,14 @@ def nndr_ratios(
     train = _subsample(real_train, max_reference_rows, rng)
     queries = _subsample(synth, max_rows, rng)
     enc = TableEncoder(spec, names, numeric="rank").fit(real_train)
-    dist = _nearest(enc.transform(train), enc.transform(queries), 2)
+    return _nndr_ratio(_nearest(enc.transform(train), enc.transform(queries), 2)), len(train)
+
+
+def _nndr_ratio(dist: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``d1 / d2`` per row of the ``(rows, 2)`` nearest distances (1 where ``d2 == 0``)."""
     d1, d2 = dist[:, 0], dist[:, 1]
     ratio = np.where(d2 > 0, d1 / np.where(d2 > 0, d2, 1.0), 1.0)
-    return np.asarray(ratio, dtype=np.float64), len(train)
+    return np.asarray(ratio, dtype=np.float64)
 
 
 def nndr(
@@ -714,12 +739,104 @@ def nndr(
         ``{"mean": float, "p05": float, "n_synthetic": int, "n_reference": int}``; ratios in [0, 1].
     """
     ratio, n_reference = nndr_ratios(synth, real_train, spec, max_rows, max_reference_rows, seed)
+    return _nndr_summary(ratio, n_reference)
+
+
+def _nndr_summary(ratio: NDArray[np.float64], n_reference: int) -> dict[str, Any]:
+    """:func:`nndr`'s result from its per-synthetic-row ratios."""
     return {
         "mean": float(np.mean(ratio)),
         "p05": float(np.quantile(ratio, 0.05)),
         "n_synthetic": len(ratio),
         "n_reference": n_reference,
     }
+
+
+@dataclass(frozen=True)
+class DistanceEvidence:
+    """Per-row distance evidence behind :func:`dcr_share`, :func:`nndr` and
+    :func:`membership_inference_auc`, computed once by :func:`distance_evidence`.
+
+    Real-row derived (stays in the sensitive zone). Distances in encoded units.
+    """
+
+    d_train: NDArray[np.float64]  #: (n_scored,) nearest training-subsample distance per synthetic row
+    d_holdout: NDArray[np.float64]  #: (n_scored,) nearest holdout-subsample distance per synthetic row
+    n_reference: int  #: rows per side of the DCR subsamples
+    nndr_ratio: NDArray[np.float64]  #: (n_scored,) d1/d2 to the training rows, in [0, 1]
+    nndr_n_reference: int  #: training rows the NNDR searched
+    attack_auc: float  #: membership-inference ROC AUC
+    n_members: int  #: members (= non-members) scored by the attack
+    n_attack_reference: int  #: synthetic rows the attack searched
+
+    def dcr(self, tie_tolerance: float = 1e-9) -> dict[str, Any]:
+        """What :func:`dcr_share` returns for the same inputs."""
+        return _dcr_summary(self.d_train, self.d_holdout, self.n_reference, tie_tolerance)
+
+    def nndr(self) -> dict[str, Any]:
+        """What :func:`nndr` returns for the same inputs."""
+        return _nndr_summary(self.nndr_ratio, self.nndr_n_reference)
+
+    def membership(self) -> dict[str, Any]:
+        """What :func:`membership_inference_auc` returns for the same inputs."""
+        return {"auc": self.attack_auc, "n_members": self.n_members, "n_synthetic": self.n_attack_reference}
+
+
+def distance_evidence(
+    synth: pd.DataFrame,
+    real_train: pd.DataFrame,
+    real_holdout: pd.DataFrame,
+    spec: TableSpec,
+    max_rows: int = 5000,
+    seed: int = DEFAULT_SEED,
+    *,
+    max_reference_rows: int | None = 50_000,
+    max_synthetic_rows: int = 50_000,
+) -> DistanceEvidence:
+    """DCR, NNDR and the membership attack from one encoder fit and one encoding of each frame.
+
+    Equal to :func:`dcr_distances`, :func:`nndr_ratios` and :func:`membership_inference_auc`
+    called separately with the same arguments: the same subsamples (each metric's own seeded
+    draw sequence), the same encoded rows (the encoding is row-wise, so encoding a frame once and
+    selecting rows equals encoding the subsample) and the same nearest-neighbour searches.
+    """
+    m = min(len(real_train), len(real_holdout), max_rows)
+    if m == 0 or len(synth) == 0:
+        raise ValueError("distance metrics need non-empty synthetic, training and holdout frames")
+    if len(real_train) < 2:
+        raise ValueError("nndr needs at least 2 training rows and 1 synthetic row")
+    enc = TableEncoder(spec, metric_columns(spec, real_train), numeric="rank").fit(real_train)
+    e_train, e_holdout, e_synth = (enc.transform(f) for f in (real_train, real_holdout, synth))
+    n_train, n_holdout, n_synth = len(real_train), len(real_holdout), len(synth)
+
+    rng = np.random.default_rng(seed)  # dcr_distances' draws
+    train_ref = _rows(e_train, _subsample_index(n_train, m, rng))
+    holdout_ref = _rows(e_holdout, _subsample_index(n_holdout, m, rng))
+    queries = _rows(e_synth, _subsample_index(n_synth, max_rows, rng))
+    d_train = _nearest(train_ref, queries, 1)[:, 0]
+    d_holdout = _nearest(holdout_ref, queries, 1)[:, 0]
+
+    rng = np.random.default_rng(seed)  # nndr_ratios' draws
+    nndr_idx = _subsample_index(n_train, max_reference_rows, rng)
+    nndr_ref = _rows(e_train, nndr_idx)
+    ratio = _nndr_ratio(_nearest(nndr_ref, _rows(e_synth, _subsample_index(n_synth, max_rows, rng)), 2))
+
+    rng = np.random.default_rng(seed)  # membership_inference_auc's draws
+    members = _rows(e_train, _subsample_index(n_train, m, rng))
+    non_members = _rows(e_holdout, _subsample_index(n_holdout, m, rng))
+    attack_ref = _rows(e_synth, _subsample_index(n_synth, max_synthetic_rows, rng))
+    d_in = _nearest(attack_ref, members, 1)[:, 0]
+    d_out = _nearest(attack_ref, non_members, 1)[:, 0]
+    return DistanceEvidence(
+        d_train=d_train,
+        d_holdout=d_holdout,
+        n_reference=int(m),
+        nndr_ratio=ratio,
+        nndr_n_reference=len(nndr_ref),
+        attack_auc=_attack_auc(d_in, d_out),
+        n_members=int(m),
+        n_attack_reference=len(attack_ref),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1157,6 +1274,71 @@ def mutual_information_difference(
 # one call for a release
 
 
+@dataclass(frozen=True)
+class ReleaseEvidence:
+    """The per-row privacy evidence and the utility scores behind :func:`evaluate_release`.
+
+    Real-row derived: for the internal report only (sensitive zone)."""
+
+    distances: DistanceEvidence
+    utility: dict[str, Any] | None  #: :func:`tstr_auc` with ``real_train`` (None without a target)
+
+
+#: The last :func:`release_evidence` computed in this process: ``(key, spec, evidence)``. The
+#: validate step evaluates a release and then renders its internal report from the same rows; the
+#: report finds the evidence here instead of redoing the searches and fits (one slot: at most
+#: one release's evidence stays in memory).
+_LAST_EVIDENCE: list[tuple[tuple[Any, ...], TableSpec, ReleaseEvidence]] = []
+
+
+def _frame_digest(frame: pd.DataFrame) -> tuple[Any, ...]:
+    """Content fingerprint of ``frame`` (values, column names and dtypes; not the index)."""
+    import hashlib
+
+    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    return (
+        tuple(map(str, frame.columns)),
+        tuple(map(str, frame.dtypes)),
+        hashlib.blake2b(hashed.tobytes(), digest_size=16).hexdigest(),
+    )
+
+
+def release_evidence(
+    real_train: pd.DataFrame,
+    real_holdout: pd.DataFrame,
+    synth: pd.DataFrame,
+    spec: TableSpec,
+    *,
+    seed: int = DEFAULT_SEED,
+    max_distance_rows: int = 5000,
+    max_train_rows: int | None = 40_000,
+) -> ReleaseEvidence:
+    """:func:`distance_evidence` and :func:`tstr_auc` (with the TRTR baseline) for a release.
+
+    The result for the last inputs is kept in this process and returned again for equal inputs
+    (same frame contents, spec and parameters), so the internal report reuses what
+    :func:`evaluate_release` computed.
+    """
+    key = (
+        _frame_digest(real_train),
+        _frame_digest(real_holdout),
+        _frame_digest(synth),
+        seed,
+        max_distance_rows,
+        max_train_rows,
+    )
+    if _LAST_EVIDENCE and _LAST_EVIDENCE[0][0] == key and _LAST_EVIDENCE[0][1] == spec:
+        return _LAST_EVIDENCE[0][2]
+    evidence = ReleaseEvidence(
+        distances=distance_evidence(synth, real_train, real_holdout, spec, max_distance_rows, seed),
+        utility=tstr_auc(
+            synth, real_holdout, spec, real_train=real_train, max_train_rows=max_train_rows, seed=seed
+        ),
+    )
+    _LAST_EVIDENCE[:] = [(key, spec, evidence)]
+    return evidence
+
+
 def evaluate_release(
     real_train: pd.DataFrame,
     real_holdout: pd.DataFrame,
@@ -1185,16 +1367,19 @@ def evaluate_release(
     are separate calls (the benchmark runs them).
 
     Cost is bounded by subsampling with fixed seeds: at most ``max_pairs`` 2-way marginals, at
-    most 40k training rows per classifier and ``max_distance_rows`` rows per distance metric.
+    most 40k training rows per classifier and ``max_distance_rows`` rows per distance metric. The
+    utility and distance evidence come from :func:`release_evidence` (kept for the internal
+    report of the same inputs, so it is computed once per validate step).
     """
     t1 = marginal_tvd_1way(real_train, synth, spec)
     t2 = marginal_tvd_2way(real_train, synth, spec, max_pairs=max_pairs, seed=seed)
-    tstr = tstr_auc(synth, real_holdout, spec, real_train=real_train, seed=seed)
-    dcr = dcr_share(synth, real_train, real_holdout, spec, max_rows=max_distance_rows, seed=seed)
-    nn = nndr(synth, real_train, spec, max_rows=max_distance_rows, seed=seed)
-    mia = membership_inference_auc(
-        synth, real_train, real_holdout, spec, max_rows=max_distance_rows, seed=seed
+    evidence = release_evidence(
+        real_train, real_holdout, synth, spec, seed=seed, max_distance_rows=max_distance_rows
     )
+    tstr = evidence.utility
+    dcr = evidence.distances.dcr()
+    nn = evidence.distances.nndr()
+    mia = evidence.distances.membership()
     wass = wasserstein_ratio(synth, real_train, spec, real_holdout=real_holdout, seed=seed)
     mi = mutual_information_difference(real_train, synth, spec, max_pairs=max_pairs, seed=seed)
     return {
@@ -1219,11 +1404,14 @@ def evaluate_release(
 
 
 __all__ = [
+    "DistanceEvidence",
+    "ReleaseEvidence",
     "TableEncoder",
     "association_matrix",
     "dcr_distances",
     "dcr_share",
     "discretize_for_marginals",
+    "distance_evidence",
     "evaluate_release",
     "k_marginal_score",
     "marginal_tvd_1way",
@@ -1234,6 +1422,7 @@ __all__ = [
     "nndr",
     "nndr_ratios",
     "pmse_ratio",
+    "release_evidence",
     "synthetic_ranking_agreement",
     "tstr_auc",
     "wasserstein_ratio",

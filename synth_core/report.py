@@ -49,14 +49,12 @@ from numpy.typing import NDArray
 
 from synth_core.metrics import (
     DEFAULT_SEED,
+    ReleaseEvidence,
     _as_float,
     _as_keys,
     association_matrix,
-    dcr_distances,
-    membership_inference_auc,
     metric_columns,
-    nndr_ratios,
-    tstr_auc,
+    release_evidence,
 )
 from synth_core.spec import ColumnKind, TableSpec
 
@@ -915,6 +913,22 @@ def _diagnostics_section(diagnostics: Mapping[str, bytes]) -> str:
     return "\n".join(out)
 
 
+def _release_evidence(
+    spec: TableSpec, synthetic: pd.DataFrame, evidence: InternalEvidence
+) -> ReleaseEvidence:
+    """The utility and distance evidence: reused from :func:`synth_core.metrics.evaluate_release`
+    when it just evaluated the same rows in this process, else computed once for both sections."""
+    return release_evidence(
+        evidence.real_train,
+        evidence.real_holdout,
+        synthetic,
+        spec,
+        seed=evidence.seed,
+        max_distance_rows=evidence.max_distance_rows,
+        max_train_rows=evidence.max_train_rows,
+    )
+
+
 def _utility_section(spec: TableSpec, synthetic: pd.DataFrame, evidence: InternalEvidence) -> str:
     out = [
         "<h2>Utility</h2>",
@@ -922,14 +936,7 @@ def _utility_section(spec: TableSpec, synthetic: pd.DataFrame, evidence: Interna
         "table (train-synthetic-test-real) and on the real training rows (train-real-test-real, the "
         "ceiling), both scored on the real holdout rows.</p>",
     ]
-    res = tstr_auc(
-        synthetic,
-        evidence.real_holdout,
-        spec,
-        real_train=evidence.real_train,
-        max_train_rows=evidence.max_train_rows,
-        seed=evidence.seed,
-    )
+    res = _release_evidence(spec, synthetic, evidence).utility
     if res is None:
         out.append("<p class=note>The spec names no target column: no utility to measure.</p>")
         return "\n".join(out)
@@ -960,22 +967,15 @@ def _utility_section(spec: TableSpec, synthetic: pd.DataFrame, evidence: Interna
 
 
 def _privacy_evidence_section(spec: TableSpec, synthetic: pd.DataFrame, evidence: InternalEvidence) -> str:
-    d_train, d_holdout, m = dcr_distances(
-        synthetic, evidence.real_train, evidence.real_holdout, spec, evidence.max_distance_rows, evidence.seed
+    distances = _release_evidence(spec, synthetic, evidence).distances
+    d_train, d_holdout, m, ratio = (
+        distances.d_train,
+        distances.d_holdout,
+        distances.n_reference,
+        distances.nndr_ratio,
     )
-    tie = np.abs(d_train - d_holdout) <= 1e-9
-    share = float(((d_train < d_holdout) & ~tie).mean() + 0.5 * tie.mean())
-    ratio, _ = nndr_ratios(
-        synthetic, evidence.real_train, spec, evidence.max_distance_rows, seed=evidence.seed
-    )
-    attack = membership_inference_auc(
-        synthetic,
-        evidence.real_train,
-        evidence.real_holdout,
-        spec,
-        max_rows=evidence.max_distance_rows,
-        seed=evidence.seed,
-    )
+    share = float(distances.dcr()["share"])
+    attack = distances.membership()
     out = [
         "<h2>Privacy evidence</h2>",
         "<p class=note>Distances between synthetic rows and real records (columns encoded as ranks / "

@@ -308,3 +308,49 @@ def test_tstr_reports_f1_of_the_rare_class(parts: dict[str, pd.DataFrame]) -> No
     assert scores is not None and 0.5 < scores["f1_synthetic"] < 0.8  # >50K F1 of a good model ≈ 0.7
     shuffled = tstr_auc(shuffle_columns(parts["train"], 2), parts["holdout"], adult_spec())
     assert shuffled is not None and shuffled["f1_synthetic"] < 0.3
+
+
+def test_shared_distance_evidence_equals_the_separate_metrics(parts: dict[str, pd.DataFrame]) -> None:
+    """One encoder and one encoding per frame give exactly what the three metrics give on their own,
+    with every subsample drawn (frames larger than each cap)."""
+    from synth_core.metrics import (
+        dcr_distances,
+        distance_evidence,
+        membership_inference_auc,
+        nndr_ratios,
+        release_evidence,
+    )
+
+    spec = adult_spec()
+    train = parts["train"].iloc[:1500].reset_index(drop=True)
+    holdout = parts["holdout"].iloc[:700].reset_index(drop=True)
+    synth = pd.concat(
+        [train.iloc[:400], shuffle_columns(parts["fresh"].iloc[:900], seed=2)], ignore_index=True
+    )
+    caps = {"max_rows": 500, "seed": 7}
+    shared = distance_evidence(
+        synth, train, holdout, spec, **caps, max_reference_rows=1000, max_synthetic_rows=800
+    )
+    d_train, d_holdout, m = dcr_distances(synth, train, holdout, spec, **caps)
+    ratio, n_ref = nndr_ratios(synth, train, spec, **caps, max_reference_rows=1000)
+    attack = membership_inference_auc(synth, train, holdout, spec, **caps, max_synthetic_rows=800)
+    assert np.array_equal(shared.d_train, d_train) and np.array_equal(shared.d_holdout, d_holdout)
+    assert shared.n_reference == m == 500
+    assert np.array_equal(shared.nndr_ratio, ratio) and shared.nndr_n_reference == n_ref == 1000
+    assert shared.membership() == attack and attack["n_synthetic"] == 800
+    assert shared.dcr() == dcr_share(synth, train, holdout, spec, **caps)
+    assert shared.nndr() == nndr(synth, train, spec, **caps, max_reference_rows=1000)
+    assert (d_train == 0).sum() > (d_holdout == 0).sum() + 20  # the copied training rows are found
+
+    # evaluate_release's numbers come from the same evidence; the evidence is kept for equal inputs
+    metrics = evaluate_release(train, holdout, synth, spec, seed=7, max_distance_rows=500)
+    kept = release_evidence(train, holdout, synth.copy(), spec, seed=7, max_distance_rows=500)
+    assert metrics["dcr_share"] == shared.dcr()["share"]
+    assert metrics["attack_auc"] == membership_inference_auc(synth, train, holdout, spec, **caps)["auc"]
+    assert metrics["nndr_p05"] == nndr(synth, train, spec, **caps)["p05"]
+    assert kept.utility is not None and metrics["tstr_auc"] == kept.utility["auc_synthetic"]
+    assert kept.utility == tstr_auc(synth, holdout, spec, real_train=train, seed=7)
+    assert release_evidence(train, holdout, synth.copy(), spec, seed=7, max_distance_rows=500) is kept
+    changed = synth.copy()
+    changed.loc[0, "age"] = int(changed.loc[0, "age"]) + 1
+    assert release_evidence(train, holdout, changed, spec, seed=7, max_distance_rows=500) is not kept

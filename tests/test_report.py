@@ -491,3 +491,33 @@ def test_internal_privacy_evidence_matches_the_metrics(internal: str, marked: di
     )
     assert f"<th>NNDR mean (near 0 flags copies)</th><td class=num>{nn['mean']:.4g}</td>" in evidence
     assert "membership-inference attack AUC" in evidence
+
+
+def test_internal_report_reuses_the_evaluated_evidence(marked: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After evaluate_release on the same rows (as in the validate step, which re-reads them), the
+    internal report runs no nearest-neighbour search and fits no classifier, and shows the metrics'
+    own numbers."""
+    import synth_core.metrics as metrics_module
+
+    spec = report_spec()
+    train = marked["train"].iloc[:3000].reset_index(drop=True)
+    holdout = marked["holdout"].iloc[:1500].reset_index(drop=True)
+    synthetic = marked["synthetic"].iloc[:2000].reset_index(drop=True)
+    metrics = evaluate_release(train, holdout, synthetic, spec)
+
+    def recomputed(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the internal report recomputed evidence evaluate_release already had")
+
+    monkeypatch.setattr(metrics_module, "_nearest", recomputed)
+    monkeypatch.setattr(metrics_module, "_fit_and_score", recomputed)
+    page = render(
+        {**marked, "synthetic": synthetic.copy(), "metrics": metrics},
+        spec,
+        internal=InternalEvidence(train.copy(), holdout.copy()),
+    )
+    evidence = page.split("<h2>Privacy evidence</h2>")[1].split("<h2>")[0]
+    assert f"<td class=num>{metrics['dcr_share']:.4g}</td>" in evidence
+    assert f"<td class=num>{metrics['attack_auc']:.4g}</td>" in evidence
+    assert f"<td class=num>{metrics['nndr_p05']:.4g}</td>" in evidence
+    utility = page.split("<h2>Utility</h2>")[1].split("<h2>")[0]
+    assert f"<td class=num>{metrics['tstr_auc']:.4g}</td>" in utility
