@@ -133,8 +133,7 @@ def load_job(args: argparse.Namespace, command: str) -> dict[str, Any]:
             raise CLIError(f"cannot read the job ({type(exc).__name__})") from None
         if not isinstance(loaded, dict):
             raise CLIError("the job must be a JSON object")
-        # a job may nest the extract task's manifest under "staged"
-        job.update({**dict(loaded.pop("staged", None) or {}), **loaded})
+        job.update(loaded)
     if command == "train":
         given = job_fields_from_args(args, TrainJob)
         params = {**dict(job.get("generator_params") or {}), **given.pop("generator_params", {})}
@@ -170,6 +169,8 @@ def run_train(job: Mapping[str, Any], *, store: ObjectStore | None = None) -> di
     from synth_core.pipeline.train import fit_and_save, plan_train
 
     store = store or _store()
+    # a job may nest the extract task's manifest under "staged"; the job's own keys win
+    job = {**dict(job.get("staged") or {}), **{k: v for k, v in job.items() if k != "staged"}}
     train_job = TrainJob.from_mapping(
         {**job, "source_table": job.get("source_table") or _spec_table(store, job)}
     )
