@@ -128,13 +128,27 @@ def test_release_records_the_accountant_and_falls_back_where_the_pld_does_not_ap
     assert record["epsilon"] == record["epsilon_rdp"]
 
 
-def test_parallel_children_with_unequal_parts_fall_back_to_rdp() -> None:
+def test_parallel_children_cost_the_worst_member_under_the_pld() -> None:
     acc = PrivacyAccountant(PrivacyBudget(3.0, 1e-5))
+    acc.spend_gaussian("quantiles", 0.01)
     children = acc.fork(2)
     children[0].spend_sgd("m", 0.02, 1.0, 100)
     children[1].spend_sgd("m", 0.02, 1.2, 100)
     acc.join_parallel("ensemble", children)
-    assert acc.pld_parts() is None and acc.epsilon() == acc.epsilon_rdp()
+    branches = acc.pld_branches()
+    assert acc.pld_parts() is None and branches is not None and len(branches) == 2
+    assert acc.epsilon() == pytest.approx(max(c.epsilon() for c in children), rel=1e-12)
+    assert acc.epsilon() == children[0].epsilon() < acc.epsilon_rdp() and acc.accountant_name == "pld"
+    # a member with a part the PLD does not model: the whole release falls back to RDP/zCDP
+    other = PrivacyAccountant(PrivacyBudget(3.0, 1e-5))
+    kids = other.fork(2)
+    kids[0].spend_sgd("m", 0.02, 1.0, 100)
+    kids[1].release_exponential(
+        "pick", np.arange(3.0), epsilon=0.1, sensitivity=1.0, rng=np.random.default_rng(0)
+    )
+    other.join_parallel("ensemble", kids)
+    assert other.pld_branches() is None and other.epsilon() == other.epsilon_rdp()
+    # equal members: one composition, the same ε as one member
     equal = PrivacyAccountant(PrivacyBudget(3.0, 1e-5))
     kids = equal.fork(2)
     for kid in kids:
