@@ -22,9 +22,9 @@ computes the privacy loss distribution (PLD) bound:
   accountant computes only the first; here both are composed and the larger ε is reported. (The
   Gaussian's loss is symmetric.)
 
-What is *not* composed here: the exponential mechanism (AIM's and MST's picks) and any parallel
-composition of different children. A release containing those is reported with RDP/zCDP alone
-(:class:`synth_core.privacy.PrivacyAccountant` decides). Thresholded discovery's δ' stays additive:
+What is *not* composed here: the exponential mechanism (AIM's and MST's picks). A release
+containing it is reported with RDP/zCDP alone (:class:`synth_core.privacy.PrivacyAccountant`
+decides; it also takes the max over members of a parallel composition). Thresholded discovery's δ' stays additive:
 outside an event of probability ≤ δ' (a key held by the differing row alone clears the
 threshold) the release is post-processing of the Gaussian on the other keys, so the composed
 hockey-stick divergence is at most the Gaussian composition's plus Σδ' (a coupling argument).

@@ -16,7 +16,8 @@ composed with its privacy loss distribution (:mod:`synth_core.accounting`: exact
 numerically with a stated pessimistic error for DP-SGD), which is tighter. The release reports the
 smaller of the two upper bounds and which accountant produced it (``accountant``: ``"pld"``,
 ``"rdp"``, or ``"zcdp"`` when every part is zCDP); a release with a part the PLD does not model
-(the exponential mechanism, parallel composition of unequal children) reports RDP/zCDP.
+(the exponential mechanism) reports RDP/zCDP. Parallel members (disjoint rows) cost, under the
+PLD, the largest ε over members of the composition with that member.
 
 The budget split: the target (ε, δ) is turned into the zCDP ρ that alone would reach it; a
 ``preprocessing_fraction`` of that ρ is offered to preprocessing, and DP-SGD's noise multiplier is
