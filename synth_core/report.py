@@ -52,6 +52,7 @@ from synth_core.metrics import (
     ReleaseEvidence,
     _as_float,
     _as_keys,
+    _frame_digest,
     association_matrix,
     metric_columns,
     release_evidence,
@@ -617,6 +618,24 @@ def _metrics_section(metrics: Mapping[str, Any], internal: bool) -> str:
     )
 
 
+#: The last columns section rendered in this process: ``(key, spec, html)``. The validate step
+#: renders the shareable and then the internal report of one release; both hold the same column
+#: plots (synthetic rows and DP outputs only), drawn once.
+_LAST_COLUMNS_SECTION: list[tuple[tuple[Any, ...], TableSpec, str]] = []
+
+
+def _columns_section_once(
+    spec: TableSpec, synthetic: pd.DataFrame, transformer_state: Mapping[str, Any] | None
+) -> str:
+    """:func:`_columns_section`, reused for the same spec, synthetic rows and transformer state."""
+    key = (_frame_digest(synthetic), json.dumps(transformer_state, sort_keys=True, default=str))
+    if _LAST_COLUMNS_SECTION and _LAST_COLUMNS_SECTION[0][0] == key and _LAST_COLUMNS_SECTION[0][1] == spec:
+        return _LAST_COLUMNS_SECTION[0][2]
+    section = _columns_section(spec, synthetic, transformer_state)
+    _LAST_COLUMNS_SECTION[:] = [(key, spec, section)]
+    return section
+
+
 def _columns_section(
     spec: TableSpec, synthetic: pd.DataFrame, transformer_state: Mapping[str, Any] | None
 ) -> str:
@@ -1084,7 +1103,7 @@ def render_release_report(
         _kv_table(summary_rows),
         _generator_section(release),
         _privacy_section(privacy, budget),
-        _columns_section(spec, synthetic, transformer_state),
+        _columns_section_once(spec, synthetic, transformer_state),
         _associations_section(spec, synthetic, internal),
         _validation_section(spec, synthetic, validation, show_real=show_real),
     ]

@@ -521,3 +521,23 @@ def test_internal_report_reuses_the_evaluated_evidence(marked: dict, monkeypatch
     assert f"<td class=num>{metrics['nndr_p05']:.4g}</td>" in evidence
     utility = page.split("<h2>Utility</h2>")[1].split("<h2>")[0]
     assert f"<td class=num>{metrics['tstr_auc']:.4g}</td>" in utility
+
+
+def test_internal_report_reuses_the_shareable_column_plots(
+    marked: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The validate step renders the shareable, then the internal report of one release: the column
+    plots (synthetic rows and DP outputs only) are drawn once and are the same in both."""
+    import synth_core.report as report_module
+
+    spec = report_spec()
+    synthetic = marked["synthetic"].iloc[:1500].reset_index(drop=True)
+    shareable = render({**marked, "synthetic": synthetic}, spec)
+
+    def redrawn(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the column plots were drawn again for the same release")
+
+    monkeypatch.setattr(report_module, "_columns_section", redrawn)
+    again = render({**marked, "synthetic": synthetic.copy()}, spec)
+    columns = lambda page: page.split("<h2>Columns</h2>")[1].split("<h2>")[0]  # noqa: E731
+    assert columns(again) == columns(shareable) and "<img" in columns(shareable)
