@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from synth_core.errors import ParameterError
+from synth_core.pipeline.jobs import DEFAULT_MAX_ATTACK_AUC, DEFAULT_MAX_DCR_SHARE, DEFAULT_MIN_NNDR
 
 #: Keys of ``release_metrics`` the gate reads (other keys are ignored).
 RELEASE_METRIC_KEYS: tuple[str, ...] = ("dcr_share", "nndr_mean", "attack_auc", "epsilon", "target_epsilon")
@@ -45,9 +46,10 @@ class PrivacyThresholds:
             ε (``release_metrics["target_epsilon"]``).
     """
 
-    max_dcr_share: float = 0.52
-    min_nndr: float = 0.5
-    max_attack_auc: float = 0.60
+    # the defaults are the release gate's, defined once with its job (synth_core.pipeline.jobs)
+    max_dcr_share: float = DEFAULT_MAX_DCR_SHARE
+    min_nndr: float = DEFAULT_MIN_NNDR
+    max_attack_auc: float = DEFAULT_MAX_ATTACK_AUC
     max_epsilon: float | None = None
 
     def __post_init__(self) -> None:

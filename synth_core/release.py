@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from synth_core.warehouse import TableComments
 
 
+SPLIT_SIZES_FILE = "split_sizes.json"
+"""Under the staging folder: the exact train/holdout sizes (real-data facts, private like the rows)."""
+
+
 def run_key(run_id: str) -> str:
     """A run id made safe for object keys and paths (:func:`synth_core.pipeline.layout.run_key`)."""
     from synth_core.pipeline.layout import run_key as key
@@ -51,8 +55,9 @@ def stage_source(
     Rows are split at random (OS entropy) chunk by chunk, so memory stays bounded by one chunk;
     the catalog is checked against the spec before any row is read. ``on_first_rows`` is called
     just before the first private rows are used (a caller that must know whether data was read:
-    a budget reservation is released only if not). Returns the staged manifest (URIs, row counts,
-    dtypes, ``holdout_fraction``, ``source_is_query``).
+    a budget reservation is released only if not). Returns the staged manifest (URIs, dtypes,
+    ``holdout_fraction``, ``source_is_query``); the split's exact sizes go to
+    ``{staging_uri}/split_sizes.json`` only (:data:`SPLIT_SIZES_FILE`).
 
     Raises:
         SourceTableError: the source is empty or too small to train and evaluate on.
@@ -93,11 +98,17 @@ def stage_source(
             raise SourceTableError(f"table {spec.name!r} is empty: there is nothing to synthesize")
         if rows_train < 2 or rows_holdout < 1:
             raise SourceTableError(
-                f"table {spec.name!r} has too few rows ({rows_train + rows_holdout}) to train and "
-                "evaluate a DP generator"
+                f"table {spec.name!r} has too few rows to train and evaluate a DP generator "
+                "(at least 2 training rows and 1 holdout row)"
             )
     spec_uri = store.put_bytes(
         join_uri(staging_uri, "spec.yaml"), spec.to_yaml().encode(), content_type="text/yaml"
+    )
+    # The split's exact sizes are facts about real rows: they stay beside the rows in staging/ and
+    # never travel in the staged manifest (an XCom the Airflow UI shows to every DAG viewer).
+    split = {"rows_total": rows_train + rows_holdout, "rows_train": rows_train, "rows_holdout": rows_holdout}
+    store.put_bytes(
+        join_uri(staging_uri, SPLIT_SIZES_FILE), json.dumps(split).encode(), content_type="application/json"
     )
     return {
         "source_table": spec.name,
@@ -105,9 +116,6 @@ def stage_source(
         "spec_uri": spec_uri,
         "train_uri": train_uri,
         "holdout_uri": holdout_uri,
-        "rows_total": rows_train + rows_holdout,
-        "rows_train": rows_train,
-        "rows_holdout": rows_holdout,
         "holdout_fraction": float(holdout_fraction),
         "dtypes": dtypes,
         "source_is_query": query is not None,
@@ -376,12 +384,12 @@ def _publish_types(
 
 def synthetic_comments(spec: TableSpec, release: Mapping[str, Any]) -> TableComments:
     """Warehouse comments saying the table is synthetic, with ε, δ, generator and run id."""
+    from synth_core.dbt import round_up_significant
     from synth_core.warehouse import TableComments
 
-    stamp = (
-        f"ε={float(release['epsilon']):.4g}, δ={float(release['delta']):.3g}, generator {release['generator']}, "
-        f"run {release['run_id']}"
-    )
+    # rounded up: a stated privacy parameter is never below the one spent
+    epsilon, delta = (round_up_significant(float(release[k])) for k in ("epsilon", "delta"))
+    stamp = f"ε={epsilon:.4g}, δ={delta:.3g}, generator {release['generator']}, run {release['run_id']}"
     columns = {
         c.name: f"Synthetic ({c.kind.value}), differentially private; {stamp}."
         + (f" {c.description}" if c.description else "")

@@ -58,6 +58,13 @@ class Refresh:
     staged: dict[str, Any]
     common: dict[str, Any]
 
+    def rows_train(self) -> int:
+        """The exact training-split size, read from staging/ (it never travels in the XCom)."""
+        from synth_core.object_store import ObjectStore, join_uri
+
+        sizes = json.loads(ObjectStore().get_bytes(join_uri(self.staged["staging_uri"], "split_sizes.json")))
+        return int(sizes["rows_train"])
+
     def run(self, run_id: str, *, generator: str = "dp_tvae", params: dict[str, Any] | None = None,
             num_rows: int = 5_000, corrupt: Any = None, **gate: Any) -> dict[str, Any]:  # fmt: skip
         """train → sample → (corrupt) → validate → publish; returns the publish manifest."""
@@ -165,7 +172,7 @@ def test_a_generator_that_copies_rows_fails_the_privacy_gate(refresh: Refresh) -
     from airflow.sdk.exceptions import AirflowFailException
 
     before = refresh.published()
-    rows = int(refresh.staged["rows_train"])
+    rows = refresh.rows_train()
     with pytest.raises(AirflowFailException) as err:
         refresh.run("copy", generator="test_copy_rows", params={}, num_rows=rows)
     message = str(err.value)
@@ -179,9 +186,7 @@ def test_every_training_counts_in_the_ledger_including_gated_ones(refresh: Refre
     ledger = PrivacyLedger(f"sqlite:///{refresh.home / 'ledger.db'}")
     before = [e for e in ledger.entries() if e["entry_type"] == "spend"]  # every key the runs read
     with pytest.raises(Exception, match="DCR share"):
-        refresh.run(
-            "copy-again", generator="test_copy_rows", params={}, num_rows=int(refresh.staged["rows_train"])
-        )
+        refresh.run("copy-again", generator="test_copy_rows", params={}, num_rows=refresh.rows_train())
     after = [e for e in ledger.entries() if e["entry_type"] == "spend"]
     # a release the gate refused still accessed the data: its spend stays (a retry spends again)
     assert len(after) == len(before) + 1 and after[-1]["run_id"] == "copy-again"

@@ -146,8 +146,8 @@ class ExtractTableOperator(DPSynthBaseOperator):
         privacy_scope: a name the ledger charges in addition to every table a ``source_query``
             reads (required when those tables cannot be determined).
 
-    Returns (XCom): ``{"source_table", "spec_uri", "train_uri", "holdout_uri", "rows_total",
-    "rows_train", "rows_holdout", "dtypes", "staging_uri"}``.
+    Returns (XCom): ``{"source_table", "spec_uri", "train_uri", "holdout_uri", "dtypes",
+    "staging_uri", ...}`` -- no exact row count (the split's sizes stay in ``staging/``).
     """
 
     template_fields: Sequence[str] = (
@@ -369,11 +369,13 @@ class ValidateSyntheticOperator(DPSynthBaseOperator):
     A failed critical expectation raises ``AirflowFailException`` (no retry) listing every failure;
     nothing is published. Warnings are logged and do not block. The metrics compare the synthetic
     rows with the staged real train/holdout rows: an evaluation on real data, whose aggregates are
-    not DP, and gating on them is a data-dependent decision (see the README). Data Docs HTML,
-    ``validation.json`` and ``report.html`` go to ``reports/{table}/{run}/``.
+    not DP, and gating on them is a data-dependent decision (see the README). The signed
+    ``validation.json`` and the shareable ``report.html`` go to ``reports/{table}/{run}/``; the
+    real-data evaluation, the internal report and the Data Docs HTML (it shows the observed
+    metrics) stay beside the staged rows in ``staging/{table}/{run}/``.
 
-    Returns (XCom): ``{"success", "validation_uri", "report_uri", "data_docs_uri", "metrics",
-    "warnings"}``.
+    Returns (XCom): ``{"success", "validation_uri", "report_uri", "internal_report_uri",
+    "evaluation_uri", "data_docs_uri", "warnings"}`` -- URIs and pass/fail, no real-data figure.
     """
 
     template_fields: Sequence[str] = (*DPSynthBaseOperator.template_fields, "staged", "model", "synthetic")

@@ -2,12 +2,12 @@
 
 Under a store root (``{run}`` is :func:`run_key` of the run id)::
 
-    staging/{table}/{run}/    train.parquet, holdout.parquet, spec.yaml, evaluation.json,
-                              internal_report.html, validation.json  (real rows, real-data figures:
-                              the sensitive zone)
+    staging/{table}/{run}/    train.parquet, holdout.parquet, spec.yaml, split_sizes.json,
+                              evaluation.json, internal_report.html, data_docs/  (real rows,
+                              real-data figures: the sensitive zone)
     models/{table}/{run}/     model.dpsynth.zip                      (DP model bundle)
     synthetic/{table}/{run}/  part-00000.parquet, shards/part-{k:05d}.parquet
-    reports/{table}/{run}/    report.html, validation.json (pass/fail, thresholds, DP facts), data_docs/
+    reports/{table}/{run}/    report.html, validation.json (pass/fail, thresholds, DP facts)
     published/{target}/{run}/ {table}.parquet, report.html, sources.yml, _manifest.json
     published/{target}/_latest.json
 

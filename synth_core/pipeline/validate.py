@@ -152,8 +152,9 @@ def write_gate_outputs(
     """Write the gate's outputs and return the validate task's XCom (no real-data figure in it).
 
     ``reports/{table}/{run}/``: ``validation.json`` (the signed public record), ``report.html`` (the
-    shareable report), ``data_docs/``; beside the staged rows: ``evaluation.json`` and
-    ``internal_report.html`` (real-data metrics: the sensitive zone)."""
+    shareable report); beside the staged rows: ``evaluation.json``, ``internal_report.html`` and
+    ``data_docs/`` (real-data metrics: the sensitive zone -- GX Data Docs show the observed DCR share,
+    NNDR and attack AUC the privacy expectations were evaluated on)."""
     import json
 
     from synth_core.generators import Synthesizer
@@ -165,7 +166,7 @@ def write_gate_outputs(
     docs = Path(data_docs_dir or "")
     for path in sorted(docs.rglob("*")) if data_docs_dir else []:
         if path.is_file():
-            uri = store.put_bytes(layout.report(f"data_docs/{path.relative_to(docs)}"), path.read_bytes())
+            uri = store.put_bytes(layout.staged(f"data_docs/{path.relative_to(docs)}"), path.read_bytes())
             data_docs_uri = data_docs_uri or (uri if path.name == "index.html" else None)
     record = sign(result.record, signing_key(signing_home))
     validation_uri = store.put_bytes(
