@@ -274,7 +274,12 @@ def test_train_sample_validate_publish_on_the_embedded_default(tmp_path: Path) -
     assert "rows_total" not in manifest and manifest["epsilon"] <= 3.0  # exact counts stay in staging
     staging = Path(manifest["staging_uri"].removeprefix("file://"))
     assert staging.is_relative_to(home / "objects" / "staging" / "adult")
-    assert {p.name for p in staging.iterdir()} == {"train.parquet", "holdout.parquet", "spec.yaml"}
+    assert {p.name for p in staging.iterdir()} == {
+        "train.parquet",
+        "holdout.parquet",
+        "spec.yaml",
+        "split_sizes.json",
+    }
 
     # sampling is post-processing
     proc = dpsynth(home, "sample", "--model", model, "--rows", "1500", "--seed", "1", "-o", synthetic)

@@ -19,7 +19,9 @@ def test_two_gloo_workers_train_dp_tvae_with_the_epsilon_of_one_process(
     from synth_core.pod_entrypoint import run_train
 
     torch.set_num_threads(1)
-    staged = stage_adult(adult_frame, tmp_path / "objects", rows=2_000)
+    # q = 1/ceil(N/250) with N the DP row count (σ ≈ 20 here): 2,125 rows sit mid-way between two
+    # multiples of the batch size, so both runs' independent DP counts give the same q
+    staged = stage_adult(adult_frame, tmp_path / "objects", rows=2_125)
     job = {
         "staged": staged, "epsilon": 2.0, "delta": 1e-6, "generator": "dp_tvae",
         "generator_params": TINY_TVAE, "model_uri": (tmp_path / "objects" / "ddp.zip").as_uri(),
