@@ -154,6 +154,19 @@ def test_samples_keep_dtypes_nulls_and_every_critical_rule(
 
 
 @pytest.mark.slow
+def test_more_rows_than_the_old_round_cap_stream_in_bounded_batches(fitted: Synthesizer) -> None:
+    """2.1M rows: the old sampler capped every call at 40 rounds of 50k rows and always failed past
+    2M; the stream yields bounded batches whose keys run on across them."""
+    n, batch_rows, total, last_key = 2_100_000, 350_000, 0, 0
+    for batch in fitted.sample_batches(n, seed=3, batch_rows=batch_rows):
+        assert 0 < len(batch) <= batch_rows
+        keys = batch["person_id"].to_numpy()
+        assert keys[0] == last_key + 1 and keys[-1] == last_key + len(batch)
+        total, last_key = total + len(batch), int(keys[-1])
+    assert total == n
+
+
+@pytest.mark.slow
 def test_stream_arguments_are_checked_before_the_first_batch(
     fitted: Synthesizer, keyed_frame: pd.DataFrame
 ) -> None:
