@@ -216,6 +216,22 @@ class ExtractTableOperator(DPSynthBaseOperator):
         return {**staged, "budget_scope": scope_to_dict(scope)}
 
 
+def resample_scope(hook: DPSynthHook, table: str) -> Any:
+    """The ledger key a resample of ``table`` is recorded under: the table as the warehouse resolves
+    it (the key its spends carry), or the plain name when the catalog cannot say (a resample reads
+    no row and spends nothing, so the entry is informational and must not fail the task)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from synth_core.errors import DPSynthError
+    from synth_core.ledger import budget_scope
+
+    try:
+        return budget_scope(hook.get_warehouse_engine(), table=table)
+    except (DPSynthError, SQLAlchemyError, OSError, ValueError) as why:
+        hook.log.warning("resample of %s recorded under its plain name: %s", table, type(why).__name__)
+        return table
+
+
 def pop_train_params(operator: Any, kwargs: dict[str, Any]) -> None:
     """Move the :class:`~synth_core.pipeline.jobs.TrainParams` fields out of ``kwargs`` onto the
     operator (attributes of the same names, so Airflow templates them)."""
@@ -332,7 +348,9 @@ class SampleSynthesizerOperator(DPSynthBaseOperator):
         layout = RunLayout(root, bundle.table, context["run_id"])
         out = sample(store, model_uri=model_uri, rows=rows, output_uri=layout.synthetic, seed=seed)
         if self.resample_of:
-            hook.get_ledger().record_resample(bundle.table, run_id=context["run_id"], model_uri=model_uri)
+            hook.get_ledger().record_resample(
+                resample_scope(hook, bundle.table), run_id=context["run_id"], model_uri=model_uri
+            )
             out.update(resample_only=True, **bundle.release_facts())
         self.log.info("sampled %d synthetic rows of %s from %s into %s (post-processing: no privacy budget spent)",
                       rows, bundle.table, model_uri, out["synthetic_uri"])  # fmt: skip
