@@ -83,6 +83,7 @@ if TYPE_CHECKING:
     from synth_core.pipeline.records import ModelBundle
     from synth_core.spec import TableSpec
 
+from synth_core.boundary import scrub_url
 from synth_core.pipeline.command_line import (
     EXIT_BUDGET,
     EXIT_CODES,
@@ -144,13 +145,6 @@ def default_object_store(home: Path) -> str:
 def new_run_id() -> str:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"cli__{stamp}_{secrets.token_hex(3)}"
-
-
-def _safe_url(url: str) -> str:
-    """A URL for messages and records: password and secret query parameters masked."""
-    from synth_core.pipeline.entry import safe_url
-
-    return safe_url(url)
 
 
 def _root_uri(value: str) -> str:
@@ -732,7 +726,7 @@ def cmd_train(args: argparse.Namespace, env: Env) -> int:
     from synth_core.pipeline.train import plan_train, train
     from synth_core.release import stage_source
     from synth_core.spec import TableSpec
-    from synth_core.warehouse import iter_table_chunks
+    from synth_core.warehouse import iter_table_chunks, warehouse_label
 
     # 1. arguments and destinations (nothing touched yet)
     params = TrainParams.from_mapping(job_fields_from_args(args, TrainParams))
@@ -781,8 +775,8 @@ def cmd_train(args: argparse.Namespace, env: Env) -> int:
     status = ledger.status(scope)
     manifest: dict[str, Any] = {
         **trained.to_dict(), **{k: staged[k] for k in ("staging_uri", "train_uri", "holdout_uri", "holdout_fraction", "source_is_query")},
-        "run_id": run_id, "warehouse": _safe_url(engine.url.render_as_string(hide_password=True)), "dtypes": dtypes,
-        "budget_scope": list(scope.keys), "ledger": _safe_url(args.ledger or default_ledger_url(env.home)),
+        "run_id": run_id, "warehouse": warehouse_label(engine), "dtypes": dtypes,
+        "budget_scope": list(scope.keys), "ledger": scrub_url(args.ledger or default_ledger_url(env.home)),
         "trained_at": dt.datetime.now(dt.UTC).isoformat(), "seconds": round(time.monotonic() - started, 1),
         "budget_after": status.to_dict(),
     }  # fmt: skip
@@ -1029,13 +1023,13 @@ def cmd_ledger_show(args: argparse.Namespace, env: Env) -> int:
     if args.json:
         _out(
             json.dumps(
-                {"ledger": _safe_url(url), "tables": statuses, "entries": entries},
+                {"ledger": scrub_url(url), "tables": statuses, "entries": entries},
                 indent=1,
                 default=_json_default,
             )
         )
         return EXIT_OK
-    _out(f"ledger {_safe_url(url)}")
+    _out(f"ledger {scrub_url(url)}")
     if not statuses:
         _out("no entries")
         return EXIT_OK

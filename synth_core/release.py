@@ -218,7 +218,6 @@ def publish_release(
     """
     from synth_core.dbt import render_dbt_sources_yml
     from synth_core.object_store import join_uri, lineage_dataset_for_uri
-    from synth_core.pipeline.entry import safe_url
     from synth_core.pipeline.layout import RunLayout
     from synth_core.pipeline.validate import NEIGHBOURING_RELATION
     from synth_core.warehouse import (
@@ -228,6 +227,7 @@ def publish_release(
         lineage_dataset,
         publish_table_atomically,
         split_table_name,
+        warehouse_label,
     )
 
     staged = staged or {}
@@ -304,7 +304,7 @@ def publish_release(
     manifest = {
         "source_table": table,
         "synthetic_table": f"{schema}.{target}" if schema else target,
-        "warehouse": safe_url(engine.url.render_as_string(hide_password=True)),
+        "warehouse": warehouse_label(engine),
         "asset_uri": uri,
         "rows": int(rows),
         "resample_only": resample_only,

@@ -52,13 +52,3 @@ def check_train_params(params: TrainParams) -> None:
 
     gp: dict[str, Any] = params.generator_params
     boundary.check_train_limits(epochs=gp.get("epochs"), batch_size=gp.get("batch_size"))
-
-
-def safe_url(url: str) -> str:
-    """``url`` for a message or a record: password and secret-named query parameters masked
-    (:func:`synth_core.boundary.scrub_url`); a URL with nothing to mask is returned as given, so
-    ``sqlite:////abs/path.db`` keeps its four slashes."""
-    from synth_core.boundary import MASK, scrub_url
-
-    scrubbed = scrub_url(url)
-    return scrubbed if MASK in scrubbed else url
