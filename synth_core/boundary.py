@@ -151,6 +151,10 @@ _REFUSED_FUNCTIONS = frozenset(
         "load_extension", "writefile", "readfile", "edit", "fts3_tokenizer",
     }
 )  # fmt: skip
+#: Function-name prefixes refused whatever follows: families whose members open other sessions
+#: (``dblink_connect_u``, ``dblink_send_query``: not bound by this session's read-only transaction),
+#: write server files (adminpack's ``pg_file_write``), reset statistics or touch large objects.
+_REFUSED_FUNCTION_PREFIXES = ("dblink", "pg_file_", "pg_stat_reset", "lo_")
 
 
 def check_source_query(sql: Any, dialect: str) -> str:
@@ -180,6 +184,12 @@ def check_source_query(sql: Any, dialect: str) -> str:
     if "/*!" in sql or "/*M!" in sql:
         raise ParameterError("source_query holds a MySQL executable comment ('/*!'), which is refused")
     read = _SQLGLOT_DIALECTS.get(dialect)
+    if read is None:
+        # neither parsed in its own dialect nor run under a read-only guard we know for it
+        raise ParameterError(
+            f"source_query is supported on {sorted(_SQLGLOT_DIALECTS)} warehouses, not on "
+            f"{describe(dialect)}: read a table (or a view the warehouse defines) instead"
+        )
     try:
         statements = [s for s in sqlglot.parse(sql, read=read) if s is not None]
     except (sqlglot.errors.ParseError, sqlglot.errors.TokenError, RecursionError):
@@ -213,9 +223,11 @@ def check_source_query(sql: Any, dialect: str) -> str:
             raise ParameterError(f"source_query must be a read-only SELECT: {label} is refused")
         if isinstance(node, exp.Func):
             name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
-            if name in _REFUSED_FUNCTIONS:
+            if name in _REFUSED_FUNCTIONS or name.startswith(_REFUSED_FUNCTION_PREFIXES):
                 raise ParameterError(f"source_query calls {name}(), which has side effects and is refused")
-    return sql.strip().rstrip(";").rstrip()
+    cleaned = sql.strip().rstrip(";").rstrip()
+    # a trailing "-- comment" would swallow the ")" of the subquery the query is wrapped in
+    return cleaned + "\n" if "--" in cleaned.rsplit("\n", 1)[-1] else cleaned
 
 
 # -- URLs and secrets ------------------------------------------------------------------------------

@@ -890,22 +890,26 @@ def cmd_validate(args: argparse.Namespace, env: Env) -> int:
         result = run_gate(store, bundle, frame, synthetic_uri=synthetic_uri, gate=gate,
                           dtypes=(train_manifest or {}).get("dtypes"), split=split, extra_expectations=extra,
                           data_docs_dir=docs_dir)  # fmt: skip
-    metrics = result.evaluation["metrics"]
     report_uri = (
         _write_report(store, bundle, frame, synthetic_uri, _uri(args.report)) if args.report else None
     )
     record = sign({**result.record, "report_uri": report_uri}, signing_key(env.home))
     record_uri = _write_json(store, synthetic_uri + VALIDATION_SUFFIX, record)
-    if split is not None:  # the real-data evaluation stays beside the real rows
-        _write_json(store, split[0].rsplit("/", 1)[0] + "/evaluation.json", result.evaluation)
+    evaluation_uri = None
+    if (
+        split is not None
+    ):  # the real-data evaluation (observed DCR, NNDR, attack AUC) stays beside the real rows
+        evaluation_uri = _write_json(
+            store, split[0].rsplit("/", 1)[0] + "/evaluation.json", result.evaluation
+        )
     passed, total = record["expectations_passed"], record["expectations_total"]
-    if args.json:
-        _out(json.dumps({**record, "metrics": metrics}, indent=1, default=_json_default))
+    if args.json:  # stdout ends up in logs: the record and URIs only, no figure computed on real rows
+        _out(json.dumps({**record, "evaluation_uri": evaluation_uri}, indent=1, default=_json_default))
     else:
         _out(f"validation of {bundle.table!r}: {passed}/{total} expectations passed")
-        for key, value in metrics.items():
-            _out(f"metric   {key} = {_fmt(value) if isinstance(value, float) else value}")
         _out(f"record   {record_uri}")
+        if evaluation_uri:
+            _out(f"metrics  {evaluation_uri}  (computed on real rows: keep private)")
         if report_uri:
             _out(f"report   {report_uri}")
         if args.data_docs and result.outcome.data_docs_index:

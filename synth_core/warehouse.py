@@ -49,6 +49,7 @@ def checked_table_name(table: str, schema: str | None = None, what: str = "table
     schema, name = split_table_name(table, schema)
     if schema is not None:
         check_identifier(schema, f"schema of {what}")
+    check_identifier(name, what)  # with an explicit schema, a dotted table name is not split
     return schema, name
 
 

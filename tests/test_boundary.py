@@ -503,3 +503,23 @@ def test_generated_bundles_are_read_or_refused_as_bundle_errors(
             assert meta["format"] == META["format"] and isinstance(meta.get("params", {}), dict)
         with contextlib.suppress(BundleError):
             read_weights(data)
+
+
+@pytest.mark.parametrize(
+    "call", ["dblink_connect_u('x')", "dblink_send_query('c', 'DELETE FROM t')", "pg_file_write('f', 'x', false)",
+             "pg_stat_reset()", "lo_get(1)"],
+)  # fmt: skip
+def test_side_effecting_function_families_are_refused_by_prefix(call: str) -> None:
+    """dblink_* opens another session the read-only transaction does not bind: refused by name family."""
+    with pytest.raises(ParameterError, match="side effects"):
+        check_source_query(f"SELECT {call}", "postgresql")
+
+
+def test_source_query_needs_a_dialect_with_a_read_only_guard() -> None:
+    with pytest.raises(ParameterError, match="source_query is supported on"):
+        check_source_query("SELECT 1", "snowflake")
+
+
+def test_a_trailing_comment_cannot_swallow_the_wrapping_parenthesis() -> None:
+    assert check_source_query("SELECT a FROM t -- note", "sqlite").endswith("\n")
+    assert check_source_query("SELECT a FROM t;", "sqlite") == "SELECT a FROM t"

@@ -152,7 +152,9 @@ def live_report_uri(hook: DPSynthHook, table: str) -> str | None:
     if latest is None:
         return None
     report = json.loads(store.get_bytes(latest)).get("report_uri")
-    return str(report) if report else None
+    # _latest.json is a file in the store, not a trusted source: its report URI passes the same
+    # check as a URI in a link (a report.html under this store's reports/ or published/)
+    return run_report_uri(hook, str(report)) if report else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -290,21 +292,22 @@ def create_app() -> FastAPI:
             raise HTTPException(status_code=404, detail="the report is gone") from None
         return Response(body, media_type="text/html; charset=utf-8", headers=headers)
 
+    def serve_checked(hook: DPSynthHook, uri: str | None, missing: str) -> Response:
+        if uri is None:
+            raise HTTPException(status_code=404, detail=missing)
+        return serve(hook, uri)
+
     @app.get("/report/{table}")
     def live_report(table: str) -> Response:
         hook = make_hook()
-        uri = live_report_uri(hook, table)
-        if uri is None:
-            raise HTTPException(status_code=404, detail="no published table with a report by that name")
-        return serve(hook, uri)
+        return serve_checked(
+            hook, live_report_uri(hook, table), "no published table with a report by that name"
+        )
 
     @app.get("/report-file")
     def run_report(uri: str) -> Response:
         hook = make_hook()
-        checked = run_report_uri(hook, uri)
-        if checked is None:
-            raise HTTPException(status_code=404, detail="not a report of this object store")
-        return serve(hook, checked)
+        return serve_checked(hook, run_report_uri(hook, uri), "not a report of this object store")
 
     return app
 
