@@ -1089,8 +1089,8 @@ def _table_scope(args: argparse.Namespace, env: Env) -> BudgetScope:
 
 
 def cmd_ledger_grant(args: argparse.Namespace, env: Env) -> int:
+    scope = _table_scope(args, env)  # checks --table before the ledger database is created
     ledger = _ledger(args.ledger, env)
-    scope = _table_scope(args, env)
     ledger.grant(scope, args.epsilon, args.delta, note=args.note or "granted with `dpsynth ledger grant`",
                  allow_raise=bool(args.allow_raise))  # fmt: skip
     status = ledger.status(scope)
